@@ -1,0 +1,498 @@
+"""``BestCheckpointCallback``: score every saved checkpoint on a held-out set, make the business-best one
+the Trainer's best. The callback orchestrates; the work is in evaluation, distributed, metrics,
+selection and records.
+
+How it fits the Trainer's order of events at a step that saves (see TRAINER_NOTES / trainer.py):
+
+1. ``on_step_end`` / ``on_epoch_end`` (after ``DefaultFlowCallback`` has set ``should_save``): we evaluate
+   the in-memory model, rank every checkpoint including this one, and set ``state.best_global_step``,
+   ``best_metric`` and ``best_model_checkpoint`` to the business-best, BEFORE the Trainer saves, so its
+   rotation (``save_total_limit``) keeps that folder.
+2. If the Trainer also evaluates with its own ``metric_for_best_model``, its comparison in
+   ``_determine_best_metric`` would move ``best_global_step`` to whatever its metric prefers. We set
+   ``state.best_metric`` to a gate for that one comparison: ``-inf``/``+inf`` (it succeeds) when this
+   checkpoint is the new business-best, NaN (it fails) otherwise. ``EarlyStoppingCallback`` reads the
+   same field, so it counts evaluations without business improvement. The true value is put back at
+   the next hook.
+3. ``on_save`` (the folder exists, rotation is done): the main process writes the record, the scores,
+   the leaderboard, and the best fields into the new folder's ``trainer_state.json``; every rank waits.
+4. ``on_train_end``: when the Trainer did not load the best model (``load_best_model_at_end=False``),
+   we load the business-best weights (``load_best_at_end=True``).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import os
+import sys
+import warnings
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from transformers import TrainerCallback
+from transformers.trainer_callback import CallbackHandler
+from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR, SaveStrategy
+
+from . import distributed
+from .checkpoint_io import load_weights
+from .errors import ConfigurationError, TrainerExtWarning
+from .evaluation import HeldOutSet, check_dataset_shape, evaluate_model, prepare_held_out
+from .metrics import class_slugs, compute_metrics, confusion_matrix, metric_keys, score_based, slugify
+from .objectives import Objective, as_objective
+from .records import (
+    LEADERBOARD_FILENAME,
+    LEADERBOARD_MARKDOWN_FILENAME,
+    CheckpointRecord,
+    leaderboard_payload,
+    load_record,
+    read_json,
+    render_leaderboard_markdown,
+    save_scores,
+    write_json_atomic,
+    write_text_atomic,
+)
+from .selection import Candidate, Selection, select_best
+
+logger = logging.getLogger(__name__)
+
+__all__ = ["BestCheckpointCallback"]
+
+_NAME = r"^[A-Za-z0-9_]+$"
+
+
+class BestCheckpointCallback(TrainerCallback):
+    """Evaluate every saved checkpoint on a held-out set and make the business-best one the Trainer's best.
+
+    Args:
+        eval_dataset: the held-out set: a ``datasets.Dataset`` or a torch ``Dataset`` of dicts, with a
+            ``labels`` (or ``label``) column of class ids (or class names). Either model-ready features
+            (``input_ids``, ``attention_mask``, ...) or raw text in a ``text`` column: raw text is
+            tokenized once, at the start of training, with the Trainer's ``processing_class``
+            (truncation at its ``model_max_length``, no padding).
+        objective: a metric key (``"recall_negative"``) or an :class:`~trainer_ext.Objective`.
+        data_collator: turns a list of features into a padded batch. Default: dynamic padding with
+            the Trainer's ``processing_class`` (``DataCollatorWithPadding``), else transformers'
+            ``default_data_collator``.
+        batch_size: rows per batch for the longest examples; shorter examples are packed many to a
+            batch under the same token budget. Default: ``args.per_device_eval_batch_size``.
+        name: prefix of the logged keys (``holdout_recall_negative``).
+        load_best_at_end: at the end of training load the business-best weights into ``trainer.model``
+            when the Trainer will not (``load_best_model_at_end=False``).
+        label_names: class names in id order; default ``model.config.id2label``.
+        save_scores: write per-example labels, predictions and probabilities next to each record.
+
+    Metric keys (class names as slugs, ``NEGATIVE`` -> ``negative``): see :mod:`trainer_ext.metrics`.
+    Files: ``<checkpoint>/checkpoint_metrics.json``, ``<output_dir>/checkpoint_leaderboard.json`` and
+    ``.md`` (see :mod:`trainer_ext.records`). Under several processes every rank evaluates its share
+    and reaches the same decision; only the global main process writes.
+    """
+
+    def __init__(
+        self,
+        eval_dataset: Any,
+        objective: str | Objective,
+        *,
+        data_collator: Any = None,
+        batch_size: int | None = None,
+        name: str = "holdout",
+        load_best_at_end: bool = True,
+        label_names: Sequence[str] | None = None,
+        save_scores: bool = True,
+    ) -> None:
+        import re
+
+        self.objective = as_objective(objective)
+        check_dataset_shape(eval_dataset, argument="eval_dataset")
+        if batch_size is not None and (not isinstance(batch_size, int) or isinstance(batch_size, bool) or batch_size < 1):
+            raise ConfigurationError(f"batch_size: expected a positive int or None; got {batch_size!r}.")
+        if not isinstance(name, str) or not re.match(_NAME, name):
+            raise ConfigurationError(f"name: expected letters, digits and '_' (it prefixes logged keys); got {name!r}.")
+        if label_names is not None:
+            class_slugs(list(label_names))  # raises on collisions / fewer than 2
+        if data_collator is not None and not callable(data_collator):
+            raise ConfigurationError(f"data_collator: expected a callable; got {type(data_collator).__name__}.")
+        self.eval_dataset = eval_dataset
+        self.data_collator = data_collator
+        self.batch_size = batch_size
+        self.name = name
+        self.load_best_at_end = bool(load_best_at_end)
+        self.label_names = list(label_names) if label_names is not None else None
+        self.save_scores = bool(save_scores)
+
+        self._held_out: HeldOutSet | None = None
+        self._collate: Any = None
+        self._slugs: list[str] = []
+        self._with_scores = True
+        self._records: dict[str, CheckpointRecord] = {}
+        self._exists: dict[str, bool] = {}
+        self._pending: tuple[CheckpointRecord, Any] | None = None  # evaluated, not yet written
+        self._selection: Selection | None = None
+        self._true_best: tuple[int, float, str] | None = None  # what the gate hides, see module doc
+        self._handler: CallbackHandler | None = None
+
+    # ---- public read-only views -------------------------------------------------------------
+
+    @property
+    def leaderboard(self) -> dict[str, Any] | None:
+        """The current leaderboard (the content of checkpoint_leaderboard.json), or None before any save."""
+        if self._selection is None:
+            return None
+        return leaderboard_payload(self._selection, self._records, self._exists)
+
+    @property
+    def metric_keys(self) -> list[str]:
+        """Every key the callback computes for this model (known after training starts)."""
+        return metric_keys(self._slugs, with_scores=self._with_scores) if self._slugs else []
+
+    # ---- Trainer hooks ------------------------------------------------------------------------
+
+    def on_train_begin(self, args, state, control, model=None, processing_class=None, **kwargs):
+        distributed.check_launch(args.world_size)
+        self._handler = _find_callback_handler(self)
+        self._prepare(args, model, processing_class)
+        if state.global_step > 0:
+            self._resume(args, state, model)
+        if args.save_strategy == SaveStrategy.NO:
+            warnings.warn(
+                "BestCheckpointCallback: save_strategy='no' saves no checkpoint, so there is nothing to evaluate "
+                "or choose. Use save_strategy='epoch' or 'steps'.",
+                TrainerExtWarning,
+                stacklevel=2,
+            )
+
+    def on_step_begin(self, args, state, control, **kwargs):
+        self._restore_best(state)
+
+    def on_step_end(self, args, state, control, model=None, **kwargs):
+        self._maybe_evaluate(args, state, control, model)
+
+    def on_epoch_end(self, args, state, control, model=None, **kwargs):
+        self._maybe_evaluate(args, state, control, model)
+
+    def on_evaluate(self, args, state, control, metrics=None, **kwargs):
+        # metric_for_best_model may name our logged key: give the Trainer (and EarlyStoppingCallback) its value.
+        ours = self._trainer_metric_is_ours(args)
+        if metrics is not None and ours is not None:
+            if self._pending is not None:
+                value = self._pending[0].objective_value
+            else:
+                value = self._selection.best.objective_value if self._selection and self._selection.best else None
+            metrics[ours] = math.nan if value is None else value
+
+    def on_save(self, args, state, control, model=None, **kwargs):
+        self._restore_best(state)
+        checkpoint = f"{PREFIX_CHECKPOINT_DIR}-{state.global_step}"
+        if self._pending is None or self._pending[0].checkpoint != checkpoint:
+            # A save we did not see coming (e.g. another callback asked for it): evaluate now.
+            self._evaluate_and_rank(args, state, control, model)
+        record, output = self._pending
+        self._pending = None
+        self._records[record.checkpoint] = record
+        self._exists = self._existing_checkpoints(args)
+        if state.is_world_process_zero:
+            folder = Path(args.output_dir) / checkpoint
+            record.write(folder)
+            if self.save_scores:
+                save_scores(folder, output.labels, output.predictions, output.probabilities)
+            self._write_leaderboard(args)
+            self._write_best_into_trainer_state(folder, state)
+        distributed.barrier()
+
+    def on_train_end(self, args, state, control, model=None, **kwargs):
+        self._restore_best(state)
+        self._forget_unsaved(state)
+        self._pending = None
+        if not self._records:
+            return
+        self._selection = select_best(self._candidates(), self.objective, final=True)
+        self._apply_best(args, state)
+        self._exists = self._existing_checkpoints(args)
+        if state.is_world_process_zero:
+            self._write_leaderboard(args)
+        if self.load_best_at_end and not args.load_best_model_at_end and state.best_model_checkpoint:
+            if not os.path.isdir(state.best_model_checkpoint):
+                warnings.warn(
+                    f"BestCheckpointCallback: the best checkpoint {state.best_model_checkpoint} is gone; the model "
+                    f"keeps its last weights.",
+                    TrainerExtWarning,
+                    stacklevel=2,
+                )
+            else:
+                logger.info("Loading the business-best checkpoint %s", state.best_model_checkpoint)
+                load_weights(model, state.best_model_checkpoint)
+        distributed.barrier()
+
+    # ---- steps of the hooks -------------------------------------------------------------------
+
+    def _prepare(self, args, model, processing_class) -> None:
+        names = self.label_names or _label_names_of(model)
+        self._slugs = class_slugs(names)
+        self._held_out = prepare_held_out(
+            self.eval_dataset, name=self.name, label_names=names, tokenizer=processing_class
+        )
+        distributed.agree(
+            (len(self._held_out), self._held_out.fingerprint),
+            "the held-out set (size, fingerprint)",
+        )
+        self._collate = self.data_collator or _default_collator(processing_class)
+        self._with_scores = _probe_scores(model, self._held_out, self._collate, len(self._slugs))
+        available = metric_keys(self._slugs, with_scores=True)
+        custom = [k for k in self.objective.keys if k not in available and not _is_builtin_shape(k)]
+        self.objective.check_keys(available + custom)
+        if not self._with_scores:
+            needs = [k for k in self.objective.keys if score_based(k)]
+            if needs:
+                raise ConfigurationError(
+                    f"objective: {needs} need the model's scores, but this model returns class ids only. "
+                    f"Use count-based keys: {metric_keys(self._slugs, with_scores=False)}."
+                )
+        if custom:
+            raise ConfigurationError(
+                f"objective: {custom} are not computed by trainer_ext. Keys available for this model's classes: "
+                f"{available}."
+            )
+
+    def _maybe_evaluate(self, args, state, control, model) -> None:
+        self._forget_unsaved(state)
+        best_strategy = args.save_strategy == SaveStrategy.BEST
+        will_save = control.should_save or (best_strategy and control.should_evaluate)
+        checkpoint = f"{PREFIX_CHECKPOINT_DIR}-{state.global_step}"
+        already = self._pending is not None and self._pending[0].checkpoint == checkpoint
+        if will_save and not already:
+            self._evaluate_and_rank(args, state, control, model)
+        if control.should_evaluate and args.metric_for_best_model is not None:
+            self._gate(args, state, checkpoint)
+
+    def _evaluate_and_rank(self, args, state, control, model) -> None:
+        held_out = self._held_out
+        assert held_out is not None, "on_train_begin prepares the held-out set"  # internal invariant
+        batch_size = self.batch_size or args.per_device_eval_batch_size
+        output = evaluate_model(
+            model, held_out, collate=self._collate, batch_size=batch_size, num_classes=len(self._slugs), args=args
+        )
+        metrics = compute_metrics(
+            output.labels, output.predictions, output.probabilities, label_names=self._slugs
+        )
+        checkpoint = f"{PREFIX_CHECKPOINT_DIR}-{state.global_step}"
+        candidates = [c for c in self._candidates() if c.checkpoint != checkpoint]
+        candidates.append(Candidate(checkpoint, state.global_step, metrics))
+        self._selection = select_best(candidates, self.objective)
+        ranked = next(r for r in self._selection.ranking if r.checkpoint == checkpoint)
+        record = CheckpointRecord(
+            checkpoint=checkpoint,
+            global_step=state.global_step,
+            epoch=state.epoch,
+            labels=[str(n) for n in (self.label_names or _label_names_of(model))],
+            num_samples=len(held_out),
+            metrics=metrics,
+            confusion_matrix=confusion_matrix(output.labels, output.predictions, len(self._slugs)).tolist(),
+            objective=self.objective.to_dict(),
+            objective_value=ranked.objective_value,
+            feasible=ranked.feasible,
+            violations=dict(ranked.violations),
+            eval_set={"name": self.name, "num_samples": len(held_out), "fingerprint": held_out.fingerprint},
+            evaluation={
+                "processes": output.processes,
+                "precision": output.precision,
+                "seconds": round(output.seconds, 4),
+                "batch_size": batch_size,
+            },
+        )
+        self._pending = (record, output)
+        self._apply_best(args, state)
+        self._log(args, state, control, metrics, ranked.objective_value)
+        if state.is_world_process_zero:
+            logger.info(
+                "%s: %s = %s; best so far %s", checkpoint, self.objective.metric, ranked.objective_value,
+                self._selection.best_checkpoint,
+            )
+
+    def _candidates(self) -> list[Candidate]:
+        cands = [Candidate(r.checkpoint, r.global_step, r.metrics) for r in self._records.values()]
+        if self._pending is not None and self._pending[0].checkpoint not in self._records:
+            record = self._pending[0]
+            cands.append(Candidate(record.checkpoint, record.global_step, record.metrics))
+        return cands
+
+    def _apply_best(self, args, state) -> None:
+        best = self._selection.best if self._selection else None
+        if best is None:
+            return
+        state.best_global_step = best.global_step
+        state.best_metric = best.objective_value
+        state.best_model_checkpoint = os.path.join(args.output_dir, best.checkpoint)
+
+    def _gate(self, args, state, checkpoint: str) -> None:
+        """Make the Trainer's own best-metric comparison at this step agree with the business choice."""
+        if self._true_best is None:
+            self._true_best = (state.best_global_step, state.best_metric, state.best_model_checkpoint)
+        new_best = self._selection is not None and self._selection.best_checkpoint == checkpoint and self._pending is not None
+        if new_best:
+            state.best_metric = -math.inf if args.greater_is_better else math.inf
+        else:
+            state.best_metric = math.nan
+
+    def _restore_best(self, state) -> None:
+        if self._true_best is not None:
+            state.best_global_step, state.best_metric, state.best_model_checkpoint = self._true_best
+            self._true_best = None
+
+    def _forget_unsaved(self, state) -> None:
+        """Under save_strategy="best" an evaluated step that was not a new best is never saved: drop it."""
+        if self._pending is not None and self._pending[0].global_step != state.global_step:
+            self._pending = None
+            self._selection = select_best(self._candidates(), self.objective) if self._records else None
+
+    def _trainer_metric_is_ours(self, args) -> str | None:
+        wanted = args.metric_for_best_model
+        if not wanted:
+            return None
+        key = wanted if wanted.startswith("eval_") else f"eval_{wanted}"
+        ours = f"eval_{self.name}_{self.objective.metric}"
+        return key if key == ours else None
+
+    def _log(self, args, state, control, metrics: Mapping[str, float], objective_value: float | None) -> None:
+        logs = {f"{self.name}_{k}": float(v) for k, v in metrics.items()}
+        logs[f"{self.name}_objective"] = math.nan if objective_value is None else float(objective_value)
+        if state.epoch is not None:
+            logs["epoch"] = state.epoch
+        state.log_history.append({**logs, "step": state.global_step})
+        if self._handler is not None:
+            self._handler.on_log(args, state, control, logs)
+
+    def _existing_checkpoints(self, args) -> dict[str, bool]:
+        """Which recorded checkpoints still exist: read on the main process, shared with every rank."""
+        exists = None
+        if distributed.is_main():
+            exists = {c: (Path(args.output_dir) / c).is_dir() for c in self._records}
+        return distributed.broadcast_object(exists)
+
+    def _write_leaderboard(self, args) -> None:
+        if self._selection is None:
+            return
+        payload = leaderboard_payload(self._selection, self._records, self._exists)
+        write_json_atomic(Path(args.output_dir) / LEADERBOARD_FILENAME, payload)
+        write_text_atomic(Path(args.output_dir) / LEADERBOARD_MARKDOWN_FILENAME, render_leaderboard_markdown(payload))
+
+    def _write_best_into_trainer_state(self, folder: Path, state) -> None:
+        path = folder / "trainer_state.json"
+        if not path.is_file():
+            return
+        data = json.loads(path.read_text(encoding="utf-8"))
+        data["best_metric"] = state.best_metric
+        data["best_global_step"] = state.best_global_step
+        data["best_model_checkpoint"] = state.best_model_checkpoint
+        write_json_atomic(path, data)
+
+    def _resume(self, args, state, model) -> None:
+        """Continue the leaderboard of the run being resumed (read on the main process, shared)."""
+        loaded = None
+        if distributed.is_main():
+            loaded = _read_previous_records(Path(args.output_dir), state.global_step, self.objective)
+        records = distributed.broadcast_object(loaded) or {}
+        self._records = records
+        if records:
+            self._selection = select_best(self._candidates(), self.objective)
+            self._apply_best(args, state)
+            self._exists = self._existing_checkpoints(args)
+            logger.info("Resumed %d checkpoint record(s); best so far %s", len(records), self._selection.best_checkpoint)
+
+
+# ---- small helpers -----------------------------------------------------------------------------
+
+
+def _is_builtin_shape(key: str) -> bool:
+    from .objectives import known_direction
+
+    return known_direction(key) is not None or key.startswith("support_")
+
+
+def _label_names_of(model) -> list[str]:
+    config = getattr(model, "config", None)
+    id2label = getattr(config, "id2label", None)
+    if not id2label:
+        raise ConfigurationError(
+            "label_names: the model has no config.id2label; pass label_names=['NEGATIVE', 'POSITIVE', ...]."
+        )
+    return [str(id2label[i]) for i in sorted(int(k) for k in id2label)]
+
+
+def _default_collator(processing_class):
+    from transformers import DataCollatorWithPadding, default_data_collator
+
+    if processing_class is not None and hasattr(processing_class, "pad"):
+        return DataCollatorWithPadding(processing_class)
+    return default_data_collator
+
+
+def _probe_scores(model, held_out: HeldOutSet, collate, num_classes: int) -> bool:
+    """One forward pass on the shortest example: does the model give scores, of the right width?"""
+    from .evaluation import _DROP, _forward_inputs, _model_device, _rows_from_scores, _scores_of, eval_mode
+
+    index = np.array([int(np.argmin(held_out.lengths))])
+    inputs = collate([held_out.features[int(index[0])]])
+    accepted = _forward_inputs(model)
+    device = _model_device(model)
+    inputs = {
+        k: (v.to(device) if hasattr(v, "to") else v)
+        for k, v in inputs.items()
+        if k not in _DROP and (accepted is None or k in accepted)
+    }
+    with eval_mode(model):
+        row = _rows_from_scores(index, _scores_of(model(**inputs)), num_classes)
+    return not np.isnan(row[0, 2:]).all()
+
+
+def _find_callback_handler(callback) -> CallbackHandler | None:
+    """The Trainer's CallbackHandler, found on the call stack, so that our metrics go through ``on_log``
+    to every ``report_to`` integration exactly like the Trainer's own logs."""
+    frame = sys._getframe(1)
+    for _ in range(8):
+        if frame is None:
+            break
+        candidate = frame.f_locals.get("self")
+        if isinstance(candidate, CallbackHandler) and callback in candidate.callbacks:
+            return candidate
+        frame = frame.f_back
+    warnings.warn(
+        "BestCheckpointCallback: could not find the Trainer's callback handler; held-out metrics go to "
+        "state.log_history only, not to report_to integrations.",
+        TrainerExtWarning,
+        stacklevel=2,
+    )
+    return None
+
+
+def _read_previous_records(output_dir: Path, up_to_step: int, objective: Objective) -> dict[str, CheckpointRecord]:
+    """Records of checkpoints up to ``up_to_step``: from each folder, else from the leaderboard entry
+    (folders rotated away keep their entry)."""
+    records: dict[str, CheckpointRecord] = {}
+    board_path = output_dir / LEADERBOARD_FILENAME
+    if board_path.is_file():
+        board = read_json(board_path)
+        for entry in board.get("entries", []):
+            if int(entry["global_step"]) > up_to_step:
+                continue
+            records[entry["checkpoint"]] = CheckpointRecord(
+                checkpoint=entry["checkpoint"],
+                global_step=int(entry["global_step"]),
+                epoch=entry.get("epoch"),
+                labels=list(board.get("labels", [])),
+                num_samples=0,
+                metrics={k: (math.nan if v is None else float(v)) for k, v in entry["metrics"].items()},
+                confusion_matrix=[],
+                objective=objective.to_dict(),
+                objective_value=entry.get("objective_value"),
+                feasible=bool(entry.get("feasible")),
+            )
+    for folder in output_dir.glob(f"{PREFIX_CHECKPOINT_DIR}-*"):
+        record_path = folder / "checkpoint_metrics.json"
+        if record_path.is_file():
+            record = load_record(record_path)
+            if record.global_step <= up_to_step:
+                records[record.checkpoint] = record
+    return records
