@@ -11,6 +11,7 @@ and its direction. Built-in keys know their direction (``recall_negative``: high
 from __future__ import annotations
 
 import math
+import numbers
 import re
 from collections.abc import Collection, Iterable, Mapping
 from dataclasses import dataclass, field
@@ -30,6 +31,7 @@ _HIGHER = re.compile(
 )
 _LOWER = re.compile(r"^(log_loss|expected_cost)$")
 
+_OPS = (">=", "<=", ">", "<")
 _CONSTRAINT = re.compile(
     r"^\s*(?P<metric>[A-Za-z0-9_./-]+)\s*(?P<op>>=|<=|>|<)\s*"
     r"(?P<bound>[-+]?(\d+(\.\d*)?|\.\d+)([eE][-+]?\d+)?)\s*$"
@@ -63,6 +65,22 @@ class Constraint:
     op: str
     bound: float
 
+    def __post_init__(self) -> None:
+        # Objective accepts Constraint instances as given, so the dataclass checks itself.
+        if not isinstance(self.metric, str) or not self.metric:
+            raise ConfigurationError(
+                f"constraints: metric must be a metric key such as 'precision_negative'; got {self.metric!r}."
+            )
+        if self.op not in _OPS:
+            raise ConfigurationError(
+                f"constraints: op must be one of {list(_OPS)}; got {self.op!r} in {self.metric!r}."
+            )
+        if isinstance(self.bound, bool) or not isinstance(self.bound, numbers.Real) or not math.isfinite(self.bound):
+            raise ConfigurationError(
+                f"constraints: bound must be a finite number; got {self.bound!r} in '{self.metric} {self.op} ...'."
+            )
+        object.__setattr__(self, "bound", float(self.bound))
+
     @classmethod
     def parse(cls, text: str | Constraint) -> Constraint:
         if isinstance(text, Constraint):
@@ -95,7 +113,10 @@ class Constraint:
         return 0.0
 
     def __str__(self) -> str:
-        return f"{self.metric} {self.op} {self.bound:g}"
+        bound = f"{self.bound:g}"
+        if float(bound) != self.bound:  # :g keeps 6 digits; the text must parse back to the same bound
+            bound = repr(self.bound)
+        return f"{self.metric} {self.op} {bound}"
 
 
 @dataclass(frozen=True)

@@ -139,6 +139,8 @@ class CheckpointRecord:
         known = {f for f in cls.__dataclass_fields__}
         kwargs = {k: v for k, v in data.items() if k in known}
         kwargs["metrics"] = {k: (math.nan if v is None else float(v)) for k, v in data["metrics"].items()}
+        # A violation is never NaN (a NaN metric misses by inf), so a null one was written from inf.
+        kwargs["violations"] = {k: (math.inf if v is None else float(v)) for k, v in data.get("violations", {}).items()}
         return cls(**kwargs)
 
     def write(self, checkpoint_dir: str | os.PathLike) -> Path:

@@ -122,9 +122,12 @@ def _beats(
     gain = _signed(challenger.objective_value, objective.greater_is_better) - _signed(
         incumbent.objective_value, objective.greater_is_better
     )
-    if gain != 0.0:
+    if gain != 0.0 and not math.isnan(gain):  # equal infinities give NaN: that is a tie
         needed = objective.min_delta
-        if objective.min_delta_mode == "relative" and incumbent.objective_value is not None:
+        # A fraction of an infinite best is NaN or inf and would block every later value; the gain
+        # over an infinite best is itself infinite, so the plain min_delta decides there.
+        best_value = incumbent.objective_value
+        if objective.min_delta_mode == "relative" and best_value is not None and math.isfinite(best_value):
             needed = objective.min_delta * abs(incumbent.objective_value)
         if gain > 0 and gain > needed:
             return True, "objective"
@@ -169,6 +172,8 @@ def select_best(candidates: Iterable[Candidate], objective: Objective, *, final:
         takes_over, reason = _beats(r, best, metrics, objective)
         if takes_over:
             best, why = r, reason
+        elif reason.startswith("tie_breaker:") or (reason == "tie_earlier" and not why.startswith("tie_breaker:")):
+            why = reason  # the best stayed through a tie: the reason says how it was broken
 
     if best is not None and not best.feasible and final and objective.on_infeasible == "raise":
         raise InfeasibleObjectiveError(
