@@ -339,9 +339,7 @@ def evaluate_model(
                 rows.append(_rows_from_scores(index, scores, num_classes))
                 if progress is not None:
                     progress(step + 1, len(mine))
-    except ConfigurationError:
-        raise
-    except BaseException as exc:  # tell the other ranks before re-raising, so that none of them hangs
+    except BaseException as exc:  # tell the other ranks before re-raising (even a ConfigurationError): none may hang
         failure = exc
 
     if distributed.any_rank(failure is not None):

@@ -13,27 +13,30 @@ from __future__ import annotations
 import math
 import numbers
 import re
-from collections.abc import Collection, Iterable, Mapping
+from collections.abc import Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 from .errors import ConfigurationError
 
-__all__ = ["Constraint", "Objective", "known_direction", "as_objective"]
+__all__ = ["Constraint", "Objective", "known_direction", "is_score_based", "as_objective"]
 
 ON_INFEASIBLE = ("least_violation", "keep_incumbent", "raise")
 MIN_DELTA_MODES = ("absolute", "relative")
 
 # Built-in key shapes and their direction. `support_<c>` is a count: it has no direction.
+# A key may carry a held-out set's name in front ("reviews_2025_recall_negative"): same direction.
 _HIGHER = re.compile(
-    r"^(accuracy|balanced_accuracy|mcc|precision_macro|recall_macro|f1_macro|f1_weighted"
-    r"|(precision|recall|f1|roc_auc|average_precision)_[a-z0-9_]+)$"
+    r"(^|_)(accuracy|balanced_accuracy|mcc|precision_macro|recall_macro|f1_macro|f1_weighted"
+    r"|(precision|recall|f1|roc_auc|average_precision)_[^\W_]+(_[^\W_]+)*)$"
 )
-_LOWER = re.compile(r"^(log_loss|expected_cost)$")
+_LOWER = re.compile(r"(^|_)(log_loss|expected_cost)$")
+_SCORE_BASED = re.compile(r"(^|_)(log_loss|(roc_auc|average_precision)_[^\W_]+(_[^\W_]+)*)$")
+ACROSS_SETS = ("mean", "worst")
 
 _OPS = (">=", "<=", ">", "<")
 _CONSTRAINT = re.compile(
-    r"^\s*(?P<metric>[A-Za-z0-9_./-]+)\s*(?P<op>>=|<=|>|<)\s*"
+    r"^\s*(?P<metric>[\w./-]+)\s*(?P<op>>=|<=|>|<)\s*"
     r"(?P<bound>[-+]?(\d+(\.\d*)?|\.\d+)([eE][-+]?\d+)?)\s*$"
 )
 
@@ -44,11 +47,16 @@ def known_direction(key: str) -> bool | None:
     Decided by the key's shape alone, so it works before the model's class names are known; whether
     ``recall_<c>`` names a real class is checked later, against the model (:meth:`Objective.check_keys`).
     """
-    if _LOWER.match(key):
+    if _LOWER.search(key):
         return False
-    if _HIGHER.match(key):
+    if _HIGHER.search(key):
         return True
     return None
+
+
+def is_score_based(key: str) -> bool:
+    """Keys computed from probabilities (they cannot be re-derived from a confusion matrix)."""
+    return bool(_SCORE_BASED.search(key))
 
 
 @dataclass(frozen=True)
@@ -137,6 +145,20 @@ class Objective:
             (:class:`~trainer_ext.errors.InfeasibleObjectiveError` when selection is final).
         min_delta: how much a later checkpoint must beat the current best by (>= 0). Absolute in the
             metric's units, or a fraction of the current best's value with ``min_delta_mode="relative"``.
+        cost_matrix: classes x classes (rows true, columns predicted, id order) of the cost of each
+            outcome; adds the key ``expected_cost`` (mean cost per example, lower is better).
+        class_prior: the class mix expected in production (sums to 1); ``expected_cost`` is then
+            re-weighted from the held-out mix to it.
+        tune_threshold: binary only. Per checkpoint, choose the decision threshold on the
+            probability of class id 1 that optimises this objective under its constraints; that
+            checkpoint's count-based metrics are then the ones at that threshold.
+        bootstrap_resamples: resamples for the percentile interval of each checkpoint's objective
+            value and for the paired comparison of the best with the runner-up (0 turns both off).
+        confidence: the interval's coverage (default 0.95). ``seed``: the bootstrap's seed.
+        require_significance: a later checkpoint replaces the current best only if the paired
+            bootstrap says it is better with one-sided p-value <= ``alpha`` (count-based keys only).
+        across_sets: with several held-out sets, how an unprefixed key combines the sets' values:
+            ``"mean"`` (weighted by ``set_weights``, equal by default) or ``"worst"``.
 
     A NaN objective value is never best.
     """
@@ -148,6 +170,16 @@ class Objective:
     on_infeasible: str = "least_violation"
     min_delta: float = 0.0
     min_delta_mode: str = "absolute"
+    cost_matrix: tuple[tuple[float, ...], ...] | None = None
+    class_prior: tuple[float, ...] | None = None
+    tune_threshold: bool = False
+    bootstrap_resamples: int = 1000
+    confidence: float = 0.95
+    seed: int = 0
+    require_significance: bool = False
+    alpha: float = 0.05
+    across_sets: str = "mean"
+    set_weights: tuple[tuple[str, float], ...] | None = None
 
     def __init__(
         self,
@@ -159,6 +191,16 @@ class Objective:
         on_infeasible: str = "least_violation",
         min_delta: float = 0.0,
         min_delta_mode: str = "absolute",
+        cost_matrix: Sequence[Sequence[float]] | None = None,
+        class_prior: Sequence[float] | None = None,
+        tune_threshold: bool = False,
+        bootstrap_resamples: int = 1000,
+        confidence: float = 0.95,
+        seed: int = 0,
+        require_significance: bool = False,
+        alpha: float = 0.05,
+        across_sets: str = "mean",
+        set_weights: Mapping[str, float] | None = None,
     ) -> None:
         if not isinstance(metric, str) or not metric:
             raise ConfigurationError(f"metric: expected a metric key such as 'recall_negative'; got {metric!r}.")
@@ -202,6 +244,71 @@ class Objective:
         object.__setattr__(self, "on_infeasible", on_infeasible)
         object.__setattr__(self, "min_delta", float(min_delta))
         object.__setattr__(self, "min_delta_mode", min_delta_mode)
+        object.__setattr__(self, "cost_matrix", _matrix(cost_matrix))
+        object.__setattr__(self, "class_prior", _prior(class_prior))
+        for arg, value in (("tune_threshold", tune_threshold), ("require_significance", require_significance)):
+            if not isinstance(value, bool):
+                raise ConfigurationError(f"{arg}: expected True or False; got {value!r}.")
+        if not isinstance(bootstrap_resamples, int) or isinstance(bootstrap_resamples, bool) or bootstrap_resamples < 0:
+            raise ConfigurationError(f"bootstrap_resamples: expected an int >= 0; got {bootstrap_resamples!r}.")
+        if require_significance and bootstrap_resamples < 100:
+            raise ConfigurationError(
+                f"require_significance: needs bootstrap_resamples >= 100; got bootstrap_resamples={bootstrap_resamples}."
+            )
+        if require_significance and is_score_based(metric):
+            raise ConfigurationError(
+                f"require_significance: the paired bootstrap resamples confusion-matrix counts, so it needs a "
+                f"count-based metric; {metric!r} is computed from scores."
+            )
+        for arg, value in (("confidence", confidence), ("alpha", alpha)):
+            if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 < value < 1:
+                raise ConfigurationError(f"{arg}: expected a number strictly between 0 and 1; got {value!r}.")
+        if not isinstance(seed, int) or isinstance(seed, bool):
+            raise ConfigurationError(f"seed: expected an int; got {seed!r}.")
+        if tune_threshold and is_score_based(metric):
+            raise ConfigurationError(
+                f"tune_threshold: {metric!r} is computed from scores and does not change with the threshold; "
+                f"tune a count-based key such as 'f1_positive', 'recall_negative' or 'expected_cost'."
+            )
+        if across_sets not in ACROSS_SETS:
+            raise ConfigurationError(f"across_sets: expected one of {list(ACROSS_SETS)}; got {across_sets!r}.")
+        if set_weights is not None:
+            if not isinstance(set_weights, Mapping) or not set_weights or any(
+                isinstance(w, bool) or not isinstance(w, (int, float)) or not w >= 0 for w in set_weights.values()
+            ) or sum(set_weights.values()) <= 0:
+                raise ConfigurationError(
+                    f"set_weights: expected a dict of held-out set name -> weight >= 0 (not all 0); got {set_weights!r}."
+                )
+            set_weights = tuple(sorted((str(k), float(v)) for k, v in set_weights.items()))
+        if metric == "expected_cost" and cost_matrix is None:
+            raise ConfigurationError("cost_matrix: the objective 'expected_cost' needs cost_matrix=[[...], ...].")
+        object.__setattr__(self, "tune_threshold", tune_threshold)
+        object.__setattr__(self, "bootstrap_resamples", bootstrap_resamples)
+        object.__setattr__(self, "confidence", float(confidence))
+        object.__setattr__(self, "seed", seed)
+        object.__setattr__(self, "require_significance", require_significance)
+        object.__setattr__(self, "alpha", float(alpha))
+        object.__setattr__(self, "across_sets", across_sets)
+        object.__setattr__(self, "set_weights", set_weights)
+
+    def check_classes(self, num_classes: int) -> None:
+        """Raise when the cost matrix, prior or threshold tuning does not fit ``num_classes``."""
+        if self.cost_matrix is not None and (
+            len(self.cost_matrix) != num_classes or any(len(row) != num_classes for row in self.cost_matrix)
+        ):
+            shape = f"{len(self.cost_matrix)}x{len(self.cost_matrix[0]) if self.cost_matrix else 0}"
+            raise ConfigurationError(
+                f"cost_matrix: expected {num_classes}x{num_classes} (rows true class, columns predicted, id order); "
+                f"got {shape}."
+            )
+        if self.class_prior is not None and len(self.class_prior) != num_classes:
+            raise ConfigurationError(
+                f"class_prior: expected {num_classes} shares (one per class, id order); got {len(self.class_prior)}."
+            )
+        if self.tune_threshold and num_classes != 2:
+            raise ConfigurationError(
+                f"tune_threshold: decision-threshold tuning is binary-only; the model has {num_classes} classes."
+            )
 
     @property
     def keys(self) -> tuple[str, ...]:
@@ -231,6 +338,16 @@ class Objective:
             "on_infeasible": self.on_infeasible,
             "min_delta": self.min_delta,
             "min_delta_mode": self.min_delta_mode,
+            "cost_matrix": [list(row) for row in self.cost_matrix] if self.cost_matrix is not None else None,
+            "class_prior": list(self.class_prior) if self.class_prior is not None else None,
+            "tune_threshold": self.tune_threshold,
+            "bootstrap_resamples": self.bootstrap_resamples,
+            "confidence": self.confidence,
+            "seed": self.seed,
+            "require_significance": self.require_significance,
+            "alpha": self.alpha,
+            "across_sets": self.across_sets,
+            "set_weights": dict(self.set_weights) if self.set_weights is not None else None,
         }
 
     @classmethod
@@ -243,12 +360,46 @@ class Objective:
             on_infeasible=data.get("on_infeasible", "least_violation"),
             min_delta=data.get("min_delta", 0.0),
             min_delta_mode=data.get("min_delta_mode", "absolute"),
+            cost_matrix=data.get("cost_matrix"),
+            class_prior=data.get("class_prior"),
+            tune_threshold=data.get("tune_threshold", False),
+            bootstrap_resamples=data.get("bootstrap_resamples", 1000),
+            confidence=data.get("confidence", 0.95),
+            seed=data.get("seed", 0),
+            require_significance=data.get("require_significance", False),
+            alpha=data.get("alpha", 0.05),
+            across_sets=data.get("across_sets", "mean"),
+            set_weights=data.get("set_weights"),
         )
 
     def replace(self, **changes: Any) -> Objective:
         data = self.to_dict()
         data.update(changes)
         return Objective.from_dict(data)
+
+
+def _matrix(value: Sequence[Sequence[float]] | None) -> tuple[tuple[float, ...], ...] | None:
+    if value is None:
+        return None
+    try:
+        rows = tuple(tuple(float(x) for x in row) for row in value)
+    except (TypeError, ValueError):
+        raise ConfigurationError(f"cost_matrix: expected a square list of lists of numbers; got {value!r}.") from None
+    if not rows or any(len(r) != len(rows) for r in rows) or not all(math.isfinite(x) for r in rows for x in r):
+        raise ConfigurationError(f"cost_matrix: expected a square matrix of finite numbers; got {value!r}.")
+    return rows
+
+
+def _prior(value: Sequence[float] | None) -> tuple[float, ...] | None:
+    if value is None:
+        return None
+    try:
+        shares = tuple(float(x) for x in value)
+    except (TypeError, ValueError):
+        raise ConfigurationError(f"class_prior: expected a list of class shares; got {value!r}.") from None
+    if not shares or any(not (x >= 0) for x in shares) or abs(sum(shares) - 1.0) > 1e-6:
+        raise ConfigurationError(f"class_prior: expected shares >= 0 summing to 1, one per class; got {value!r}.")
+    return shares
 
 
 def as_objective(objective: str | Objective) -> Objective:

@@ -388,6 +388,16 @@ def test_to_dict_from_dict_round_trip():
         "on_infeasible": "keep_incumbent",
         "min_delta": 0.005,
         "min_delta_mode": "relative",
+        "cost_matrix": None,
+        "class_prior": None,
+        "tune_threshold": False,
+        "bootstrap_resamples": 1000,
+        "confidence": 0.95,
+        "seed": 0,
+        "require_significance": False,
+        "alpha": 0.05,
+        "across_sets": "mean",
+        "set_weights": None,
     }
     assert Objective.from_dict(data) == objective
 
