@@ -20,7 +20,9 @@ from .errors import (
     TrainerExtWarning,
 )
 from .objectives import Constraint, Objective
+from .scoring import Metric
 from .selection import Candidate, Selection, select_best
+from .thresholds import apply_threshold
 
 if TYPE_CHECKING:
     from .callback import BestCheckpointCallback
@@ -31,6 +33,8 @@ __all__ = [
     "BestCheckpointCallback",
     "Objective",
     "Constraint",
+    "Metric",
+    "apply_threshold",
     "Candidate",
     "Selection",
     "select_best",

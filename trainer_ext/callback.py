@@ -26,6 +26,8 @@ import json
 import logging
 import math
 import os
+import re
+import shutil
 import sys
 import warnings
 from collections.abc import Mapping, Sequence
@@ -41,8 +43,11 @@ from . import distributed
 from .checkpoint_io import load_weights
 from .errors import ConfigurationError, TrainerExtWarning
 from .evaluation import HeldOutSet, check_dataset_shape, evaluate_model, prepare_held_out
-from .metrics import class_slugs, compute_metrics, confusion_matrix, metric_keys, score_based, slugify
-from .objectives import Objective, as_objective
+from .metrics import class_slugs, metric_keys
+from .objectives import Objective, as_objective, is_score_based
+from .scoring import CheckpointScores, Metric, SetResult, objective_set, score_checkpoint
+from .thresholds import CONFIG_KEY
+from .uncertainty import paired_bootstrap
 from .records import (
     LEADERBOARD_FILENAME,
     LEADERBOARD_MARKDOWN_FILENAME,
@@ -72,7 +77,9 @@ class BestCheckpointCallback(TrainerCallback):
             ``labels`` (or ``label``) column of class ids (or class names). Either model-ready features
             (``input_ids``, ``attention_mask``, ...) or raw text in a ``text`` column: raw text is
             tokenized once, at the start of training, with the Trainer's ``processing_class``
-            (truncation at its ``model_max_length``, no padding).
+            (truncation at its ``model_max_length``, no padding). Several sets as a dict
+            ``{"reviews_2024": a, "reviews_2025": b}``: keys become ``<set>_<key>``, and unprefixed
+            keys combine the sets (see ``Objective(across_sets=...)``).
         objective: a metric key (``"recall_negative"``) or an :class:`~trainer_ext.Objective`.
         data_collator: turns a list of features into a padded batch. Default: dynamic padding with
             the Trainer's ``processing_class`` (``DataCollatorWithPadding``), else transformers'
@@ -84,6 +91,13 @@ class BestCheckpointCallback(TrainerCallback):
             when the Trainer will not (``load_best_model_at_end=False``).
         label_names: class names in id order; default ``model.config.id2label``.
         save_scores: write per-example labels, predictions and probabilities next to each record.
+        keep_top_k: protect the k best checkpoints by the objective from rotation (besides the newest,
+            kept for resuming). The callback then rotates instead of the Trainer, with the same
+            ``save_total_limit``.
+        custom_metrics: :class:`~trainer_ext.Metric` s computed on each set's gathered predictions.
+        evaluate_modules: ``evaluate`` modules (``evaluate.load(...)``, ``evaluate.combine([...])``),
+            computed on the gathered predictions; their numeric outputs become metric keys (give the
+            direction in the Objective: ``Objective("matthews_correlation", greater_is_better=True)``).
 
     Metric keys (class names as slugs, ``NEGATIVE`` -> ``negative``): see :mod:`trainer_ext.metrics`.
     Files: ``<checkpoint>/checkpoint_metrics.json``, ``<output_dir>/checkpoint_leaderboard.json`` and
@@ -102,11 +116,12 @@ class BestCheckpointCallback(TrainerCallback):
         load_best_at_end: bool = True,
         label_names: Sequence[str] | None = None,
         save_scores: bool = True,
+        keep_top_k: int | None = None,
+        custom_metrics: Sequence[Metric] = (),
+        evaluate_modules: Sequence[Any] = (),
     ) -> None:
-        import re
-
         self.objective = as_objective(objective)
-        check_dataset_shape(eval_dataset, argument="eval_dataset")
+        self.eval_datasets = _as_sets(eval_dataset)
         if batch_size is not None and (not isinstance(batch_size, int) or isinstance(batch_size, bool) or batch_size < 1):
             raise ConfigurationError(f"batch_size: expected a positive int or None; got {batch_size!r}.")
         if not isinstance(name, str) or not re.match(_NAME, name):
@@ -115,24 +130,47 @@ class BestCheckpointCallback(TrainerCallback):
             class_slugs(list(label_names))  # raises on collisions / fewer than 2
         if data_collator is not None and not callable(data_collator):
             raise ConfigurationError(f"data_collator: expected a callable; got {type(data_collator).__name__}.")
-        self.eval_dataset = eval_dataset
+        if keep_top_k is not None and (not isinstance(keep_top_k, int) or isinstance(keep_top_k, bool) or keep_top_k < 1):
+            raise ConfigurationError(f"keep_top_k: expected a positive int or None; got {keep_top_k!r}.")
+        custom_metrics = tuple(custom_metrics)
+        if any(not isinstance(m, Metric) for m in custom_metrics):
+            raise ConfigurationError("custom_metrics: expected trainer_ext.Metric(name, fn, greater_is_better) items.")
+        for metric in custom_metrics:
+            if metric.name == self.objective.metric and metric.greater_is_better != self.objective.greater_is_better:
+                raise ConfigurationError(
+                    f"custom_metrics: {metric.name!r} says greater_is_better={metric.greater_is_better}, the objective "
+                    f"says {self.objective.greater_is_better}."
+                )
+        if len(self.eval_datasets) > 1 and (self.objective.tune_threshold or self.objective.require_significance):
+            if objective_set(self.objective, list(self.eval_datasets)) is None:
+                raise ConfigurationError(
+                    "objective: tune_threshold and require_significance need one held-out set; with several sets, "
+                    f"name one in the key (e.g. '{next(iter(self.eval_datasets))}_{self.objective.metric}')."
+                )
         self.data_collator = data_collator
         self.batch_size = batch_size
         self.name = name
         self.load_best_at_end = bool(load_best_at_end)
         self.label_names = list(label_names) if label_names is not None else None
         self.save_scores = bool(save_scores)
+        self.keep_top_k = keep_top_k
+        self.custom_metrics = custom_metrics
+        self.evaluate_modules = tuple(evaluate_modules)
 
-        self._held_out: HeldOutSet | None = None
+        self._held_out: dict[str | None, HeldOutSet] = {}
         self._collate: Any = None
         self._slugs: list[str] = []
+        self._labels: list[str] = []
         self._with_scores = True
         self._records: dict[str, CheckpointRecord] = {}
+        self._predictions: dict[str, np.ndarray] = {}  # objective set's predictions, for significance
         self._exists: dict[str, bool] = {}
-        self._pending: tuple[CheckpointRecord, Any] | None = None  # evaluated, not yet written
+        self._pending: tuple[CheckpointRecord, CheckpointScores, dict] | None = None  # evaluated, not yet written
         self._selection: Selection | None = None
+        self._comparison: dict[str, Any] | None = None
         self._true_best: tuple[int, float, str] | None = None  # what the gate hides, see module doc
         self._handler: CallbackHandler | None = None
+        self._save_total_limit: int | None = None  # the user's, while keep_top_k rotates for the Trainer
 
     # ---- public read-only views -------------------------------------------------------------
 
@@ -141,12 +179,14 @@ class BestCheckpointCallback(TrainerCallback):
         """The current leaderboard (the content of checkpoint_leaderboard.json), or None before any save."""
         if self._selection is None:
             return None
-        return leaderboard_payload(self._selection, self._records, self._exists)
+        return leaderboard_payload(
+            self._selection, self._records, self._exists, protected=self._protected(), comparison=self._comparison
+        )
 
     @property
     def metric_keys(self) -> list[str]:
         """Every key the callback computes for this model (known after training starts)."""
-        return metric_keys(self._slugs, with_scores=self._with_scores) if self._slugs else []
+        return list(self._available) if self._slugs else []
 
     # ---- Trainer hooks ------------------------------------------------------------------------
 
@@ -154,8 +194,11 @@ class BestCheckpointCallback(TrainerCallback):
         distributed.check_launch(args.world_size)
         self._handler = _find_callback_handler(self)
         self._prepare(args, model, processing_class)
+        if self.keep_top_k is not None:
+            # The Trainer's rotation keeps only the newest and one best: we rotate instead (on_save).
+            self._save_total_limit, args.save_total_limit = args.save_total_limit, None
         if state.global_step > 0:
-            self._resume(args, state, model)
+            self._resume(args, state, control, model)
         if args.save_strategy == SaveStrategy.NO:
             warnings.warn(
                 "BestCheckpointCallback: save_strategy='no' saves no checkpoint, so there is nothing to evaluate "
@@ -189,72 +232,103 @@ class BestCheckpointCallback(TrainerCallback):
         if self._pending is None or self._pending[0].checkpoint != checkpoint:
             # A save we did not see coming (e.g. another callback asked for it): evaluate now.
             self._evaluate_and_rank(args, state, control, model)
-        record, output = self._pending
+        record, scores, outputs = self._pending
         self._pending = None
         self._records[record.checkpoint] = record
-        self._exists = self._existing_checkpoints(args)
         if state.is_world_process_zero:
             folder = Path(args.output_dir) / checkpoint
             record.write(folder)
             if self.save_scores:
-                save_scores(folder, output.labels, output.predictions, output.probabilities)
+                _save_set_scores(folder, outputs, scores)
+            if scores.threshold is not None:
+                _write_threshold_into_config(folder, scores.threshold)
+            if self.keep_top_k is not None:
+                self._rotate(args)
+        self._exists = self._existing_checkpoints(args)
+        if state.is_world_process_zero:
             self._write_leaderboard(args)
-            self._write_best_into_trainer_state(folder, state)
+            self._write_best_into_trainer_state(Path(args.output_dir) / checkpoint, state)
         distributed.barrier()
 
     def on_train_end(self, args, state, control, model=None, **kwargs):
         self._restore_best(state)
         self._forget_unsaved(state)
         self._pending = None
+        if self.keep_top_k is not None:
+            args.save_total_limit = self._save_total_limit
         if not self._records:
             return
-        self._selection = select_best(self._candidates(), self.objective, final=True)
+        self._select(final=True)
         self._apply_best(args, state)
+        if state.is_world_process_zero and self.keep_top_k is not None:
+            self._rotate(args)
         self._exists = self._existing_checkpoints(args)
         if state.is_world_process_zero:
             self._write_leaderboard(args)
-        if self.load_best_at_end and not args.load_best_model_at_end and state.best_model_checkpoint:
-            if not os.path.isdir(state.best_model_checkpoint):
+        best = state.best_model_checkpoint
+        if self.load_best_at_end and not args.load_best_model_at_end and best:
+            if not os.path.isdir(best):
                 warnings.warn(
-                    f"BestCheckpointCallback: the best checkpoint {state.best_model_checkpoint} is gone; the model "
-                    f"keeps its last weights.",
+                    f"BestCheckpointCallback: the best checkpoint {best} is gone; the model keeps its last weights.",
                     TrainerExtWarning,
                     stacklevel=2,
                 )
             else:
-                logger.info("Loading the business-best checkpoint %s", state.best_model_checkpoint)
-                load_weights(model, state.best_model_checkpoint)
+                logger.info("Loading the business-best checkpoint %s", best)
+                load_weights(model, best)
+        if model is not None and best and self._records.get(os.path.basename(best)):
+            threshold = self._records[os.path.basename(best)].decision_threshold
+            if threshold is not None and hasattr(model, "config"):
+                setattr(model.config, CONFIG_KEY, {"class_id": 1, "threshold": threshold})
         distributed.barrier()
 
     # ---- steps of the hooks -------------------------------------------------------------------
 
     def _prepare(self, args, model, processing_class) -> None:
         names = self.label_names or _label_names_of(model)
+        self._labels = [str(n) for n in names]
         self._slugs = class_slugs(names)
-        self._held_out = prepare_held_out(
-            self.eval_dataset, name=self.name, label_names=names, tokenizer=processing_class
-        )
+        self.objective.check_classes(len(self._slugs))
+        self._held_out = {
+            set_name: prepare_held_out(
+                dataset,
+                name=set_name or self.name,
+                label_names=names,
+                tokenizer=processing_class,
+                argument="eval_dataset" if set_name is None else f"eval_dataset[{set_name!r}]",
+            )
+            for set_name, dataset in self.eval_datasets.items()
+        }
         distributed.agree(
-            (len(self._held_out), self._held_out.fingerprint),
+            {str(k): (len(h), h.fingerprint) for k, h in self._held_out.items()},
             "the held-out set (size, fingerprint)",
         )
         self._collate = self.data_collator or _default_collator(processing_class)
-        self._with_scores = _probe_scores(model, self._held_out, self._collate, len(self._slugs))
-        available = metric_keys(self._slugs, with_scores=True)
-        custom = [k for k in self.objective.keys if k not in available and not _is_builtin_shape(k)]
-        self.objective.check_keys(available + custom)
+        first = next(iter(self._held_out.values()))
+        self._with_scores = _probe_scores(model, first, self._collate, len(self._slugs))
+        self._available = self._available_keys()
+        self.objective.check_keys(self._available)
         if not self._with_scores:
-            needs = [k for k in self.objective.keys if score_based(k)]
+            needs = [k for k in self.objective.keys if is_score_based(k)] + (
+                ["tune_threshold"] if self.objective.tune_threshold else []
+            )
             if needs:
                 raise ConfigurationError(
                     f"objective: {needs} need the model's scores, but this model returns class ids only. "
                     f"Use count-based keys: {metric_keys(self._slugs, with_scores=False)}."
                 )
-        if custom:
-            raise ConfigurationError(
-                f"objective: {custom} are not computed by trainer_ext. Keys available for this model's classes: "
-                f"{available}."
-            )
+
+    def _available_keys(self) -> list[str]:
+        base = metric_keys(self._slugs, with_scores=True)
+        if self.objective.cost_matrix is not None:
+            base.append("expected_cost")
+        base += [m.name for m in self.custom_metrics]
+        for module in self.evaluate_modules:  # learn the module's output keys on a two-example dry run
+            outputs = module.compute(predictions=[0, 1], references=[0, 1]) or {}
+            base += [k for k, v in outputs.items() if isinstance(v, (int, float, np.integer, np.floating))]
+        if list(self._held_out) == [None]:
+            return base
+        return base + [f"{s}_{k}" for s in self._held_out for k in base]
 
     def _maybe_evaluate(self, args, state, control, model) -> None:
         self._forget_unsaved(state)
@@ -268,43 +342,65 @@ class BestCheckpointCallback(TrainerCallback):
             self._gate(args, state, checkpoint)
 
     def _evaluate_and_rank(self, args, state, control, model) -> None:
-        held_out = self._held_out
-        assert held_out is not None, "on_train_begin prepares the held-out set"  # internal invariant
+        if not self._held_out:
+            raise RuntimeError("BestCheckpointCallback: on_train_begin did not run; is the callback attached to the Trainer?")
         batch_size = self.batch_size or args.per_device_eval_batch_size
-        output = evaluate_model(
-            model, held_out, collate=self._collate, batch_size=batch_size, num_classes=len(self._slugs), args=args
-        )
-        metrics = compute_metrics(
-            output.labels, output.predictions, output.probabilities, label_names=self._slugs
+        outputs = {
+            set_name: evaluate_model(
+                model, held_out, collate=self._collate, batch_size=batch_size, num_classes=len(self._slugs), args=args
+            )
+            for set_name, held_out in self._held_out.items()
+        }
+        scores = score_checkpoint(
+            {k: SetResult(o.labels, o.predictions, o.probabilities) for k, o in outputs.items()},
+            self._slugs,
+            self.objective,
+            custom=self.custom_metrics,
+            modules=self.evaluate_modules,
+            custom_directions={m.name: m.greater_is_better for m in self.custom_metrics},
         )
         checkpoint = f"{PREFIX_CHECKPOINT_DIR}-{state.global_step}"
+        target = objective_set(self.objective, list(outputs))
+        if target in scores.predictions:
+            self._predictions[checkpoint] = scores.predictions[target].astype(np.int16)
         candidates = [c for c in self._candidates() if c.checkpoint != checkpoint]
-        candidates.append(Candidate(checkpoint, state.global_step, metrics))
-        self._selection = select_best(candidates, self.objective)
+        candidates.append(Candidate(checkpoint, state.global_step, scores.metrics))
+        self._select(candidates=candidates)
         ranked = next(r for r in self._selection.ranking if r.checkpoint == checkpoint)
+        first = next(iter(outputs.values()))
+        total_cm = sum(scores.confusion_matrices.values())
         record = CheckpointRecord(
             checkpoint=checkpoint,
             global_step=state.global_step,
             epoch=state.epoch,
-            labels=[str(n) for n in (self.label_names or _label_names_of(model))],
-            num_samples=len(held_out),
-            metrics=metrics,
-            confusion_matrix=confusion_matrix(output.labels, output.predictions, len(self._slugs)).tolist(),
+            labels=self._labels,
+            num_samples=int(sum(len(h) for h in self._held_out.values())),
+            metrics=scores.metrics,
+            confusion_matrix=np.asarray(total_cm).tolist(),
             objective=self.objective.to_dict(),
             objective_value=ranked.objective_value,
             feasible=ranked.feasible,
             violations=dict(ranked.violations),
-            eval_set={"name": self.name, "num_samples": len(held_out), "fingerprint": held_out.fingerprint},
+            eval_set={
+                "name": self.name,
+                "num_samples": int(sum(len(h) for h in self._held_out.values())),
+                "fingerprint": "+".join(h.fingerprint for h in self._held_out.values()),
+                "sets": {str(k): {"num_samples": len(h), "fingerprint": h.fingerprint} for k, h in self._held_out.items()},
+            },
             evaluation={
-                "processes": output.processes,
-                "precision": output.precision,
-                "seconds": round(output.seconds, 4),
+                "processes": first.processes,
+                "precision": first.precision,
+                "seconds": round(sum(o.seconds for o in outputs.values()), 4),
                 "batch_size": batch_size,
             },
+            decision_threshold=scores.threshold,
+            objective_interval=scores.interval.to_dict() if scores.interval else None,
+            confusion_matrices={str(k): v.tolist() for k, v in scores.confusion_matrices.items()} if len(outputs) > 1 else {},
+            notes=scores.notes,
         )
-        self._pending = (record, output)
+        self._pending = (record, scores, outputs)
         self._apply_best(args, state)
-        self._log(args, state, control, metrics, ranked.objective_value)
+        self._log(args, state, control, scores.metrics, ranked.objective_value)
         if state.is_world_process_zero:
             logger.info(
                 "%s: %s = %s; best so far %s", checkpoint, self.objective.metric, ranked.objective_value,
@@ -317,6 +413,71 @@ class BestCheckpointCallback(TrainerCallback):
             record = self._pending[0]
             cands.append(Candidate(record.checkpoint, record.global_step, record.metrics))
         return cands
+
+    def _select(self, *, candidates: list[Candidate] | None = None, final: bool = False) -> None:
+        """Rank, then compare the best with the runner-up on the same examples (paired bootstrap)."""
+        candidates = self._candidates() if candidates is None else candidates
+        self._selection = select_best(candidates, self.objective, final=final, p_value=self._p_value)
+        self._comparison = self._compare_best_with_runner_up()
+
+    def _paired(self, first: str, second: str):
+        objective = self.objective
+        target = objective_set(objective, list(self._held_out))
+        if first not in self._predictions or second not in self._predictions or is_score_based(objective.metric):
+            return None
+        key = objective.metric[len(target) + 1 :] if target and objective.metric.startswith(f"{target}_") else objective.metric
+        if key not in metric_keys(self._slugs, with_scores=False) and key != "expected_cost":
+            return None
+        return paired_bootstrap(
+            self._held_out[target].labels,
+            self._predictions[first],
+            self._predictions[second],
+            key,
+            self._slugs,
+            greater_is_better=objective.greater_is_better,
+            names=(first, second),
+            resamples=objective.bootstrap_resamples,
+            confidence=objective.confidence,
+            seed=objective.seed,
+            cost_matrix=None if objective.cost_matrix is None else np.asarray(objective.cost_matrix),
+            class_prior=None if objective.class_prior is None else np.asarray(objective.class_prior),
+        )
+
+    def _p_value(self, challenger: str, incumbent: str) -> float:
+        comparison = self._paired(challenger, incumbent)
+        if comparison is None:  # predictions of a rotated-away checkpoint from before a resume: value decides
+            return 0.0
+        return 1.0 - comparison.win_share
+
+    def _compare_best_with_runner_up(self) -> dict[str, Any] | None:
+        ranking = self._selection.ranking if self._selection else ()
+        if self.objective.bootstrap_resamples == 0 or len(ranking) < 2 or self._selection.best is None:
+            return None
+        comparison = self._paired(ranking[0].checkpoint, ranking[1].checkpoint)
+        return comparison.to_dict() if comparison else None
+
+    def _protected(self) -> list[str]:
+        if self.keep_top_k is None or self._selection is None:
+            return []
+        return [r.checkpoint for r in self._selection.ranking[: self.keep_top_k]]
+
+    def _rotate(self, args) -> None:
+        """keep_top_k: delete the oldest checkpoints beyond save_total_limit, never the newest or the top k."""
+        limit = self._save_total_limit
+        if limit is None or limit <= 0:
+            return
+        folders = sorted(
+            (p for p in Path(args.output_dir).glob(f"{PREFIX_CHECKPOINT_DIR}-*") if p.is_dir()),
+            key=lambda p: int(p.name.split("-")[-1]) if p.name.split("-")[-1].isdigit() else -1,
+        )
+        keep = set(self._protected()) | ({folders[-1].name} if folders else set())
+        if self._selection is not None and self._selection.best_checkpoint:
+            keep.add(self._selection.best_checkpoint)
+        removable = [p for p in folders if p.name not in keep]
+        excess = len(folders) - max(limit, len(keep))
+        for folder in removable[: max(0, excess)]:
+            logger.info("keep_top_k: deleting %s (not among the %d best)", folder, self.keep_top_k)
+            shutil.rmtree(folder, ignore_errors=True)
 
     def _apply_best(self, args, state) -> None:
         best = self._selection.best if self._selection else None
@@ -344,8 +505,12 @@ class BestCheckpointCallback(TrainerCallback):
     def _forget_unsaved(self, state) -> None:
         """Under save_strategy="best" an evaluated step that was not a new best is never saved: drop it."""
         if self._pending is not None and self._pending[0].global_step != state.global_step:
+            self._predictions.pop(self._pending[0].checkpoint, None)
             self._pending = None
-            self._selection = select_best(self._candidates(), self.objective) if self._records else None
+            if self._records:
+                self._select()
+            else:
+                self._selection = None
 
     def _trainer_metric_is_ours(self, args) -> str | None:
         wanted = args.metric_for_best_model
@@ -372,9 +537,9 @@ class BestCheckpointCallback(TrainerCallback):
         return distributed.broadcast_object(exists)
 
     def _write_leaderboard(self, args) -> None:
-        if self._selection is None:
+        payload = self.leaderboard
+        if payload is None:
             return
-        payload = leaderboard_payload(self._selection, self._records, self._exists)
         write_json_atomic(Path(args.output_dir) / LEADERBOARD_FILENAME, payload)
         write_text_atomic(Path(args.output_dir) / LEADERBOARD_MARKDOWN_FILENAME, render_leaderboard_markdown(payload))
 
@@ -388,15 +553,17 @@ class BestCheckpointCallback(TrainerCallback):
         data["best_model_checkpoint"] = state.best_model_checkpoint
         write_json_atomic(path, data)
 
-    def _resume(self, args, state, model) -> None:
+    def _resume(self, args, state, control, model) -> None:
         """Continue the leaderboard of the run being resumed (read on the main process, shared)."""
         loaded = None
         if distributed.is_main():
             loaded = _read_previous_records(Path(args.output_dir), state.global_step, self.objective)
-        records = distributed.broadcast_object(loaded) or {}
-        self._records = records
+            target = objective_set(self.objective, list(self._held_out))
+            loaded = (loaded, _read_previous_predictions(Path(args.output_dir), loaded, target))
+        records, predictions = distributed.broadcast_object(loaded)
+        self._records, self._predictions = records, predictions
         if records:
-            self._selection = select_best(self._candidates(), self.objective)
+            self._select()
             self._apply_best(args, state)
             self._exists = self._existing_checkpoints(args)
             logger.info("Resumed %d checkpoint record(s); best so far %s", len(records), self._selection.best_checkpoint)
@@ -405,10 +572,51 @@ class BestCheckpointCallback(TrainerCallback):
 # ---- small helpers -----------------------------------------------------------------------------
 
 
-def _is_builtin_shape(key: str) -> bool:
-    from .objectives import known_direction
+def _as_sets(eval_dataset: Any) -> dict[str | None, Any]:
+    """One held-out set (key None) or several by name; each checked for length and labels."""
+    if isinstance(eval_dataset, Mapping):
+        if not eval_dataset:
+            raise ConfigurationError("eval_dataset: got an empty dict; pass a held-out set or {name: set, ...}.")
+        sets: dict[str | None, Any] = {}
+        for set_name, dataset in eval_dataset.items():
+            if not isinstance(set_name, str) or not re.match(_NAME, set_name):
+                raise ConfigurationError(
+                    f"eval_dataset: set names prefix metric keys, so they must be letters, digits and '_'; got {set_name!r}."
+                )
+            check_dataset_shape(dataset, argument=f"eval_dataset[{set_name!r}]")
+            sets[set_name] = dataset
+        return sets
+    check_dataset_shape(eval_dataset, argument="eval_dataset")
+    return {None: eval_dataset}
 
-    return known_direction(key) is not None or key.startswith("support_")
+
+def _save_set_scores(folder: Path, outputs: Mapping[str | None, Any], scores: CheckpointScores) -> None:
+    """checkpoint_scores.npz: labels / predictions (after a tuned threshold) / probabilities; with
+    several sets, one file per set: checkpoint_scores.<set>.npz."""
+    for set_name, output in outputs.items():
+        filename = None if set_name is None else f"checkpoint_scores.{set_name}.npz"
+        save_scores(folder, output.labels, scores.predictions[set_name], output.probabilities, filename=filename)
+
+
+def _write_threshold_into_config(folder: Path, threshold: float) -> None:
+    path = folder / "config.json"
+    if not path.is_file():
+        return
+    config = json.loads(path.read_text(encoding="utf-8"))
+    config[CONFIG_KEY] = {"class_id": 1, "threshold": threshold}
+    write_json_atomic(path, config)
+
+
+def _read_previous_predictions(output_dir: Path, records: Mapping[str, CheckpointRecord], target: str | None) -> dict[str, np.ndarray]:
+    from .records import load_scores
+
+    filename = "checkpoint_scores.npz" if target is None else f"checkpoint_scores.{target}.npz"
+    out = {}
+    for checkpoint in records:
+        path = output_dir / checkpoint / filename
+        if path.is_file():
+            out[checkpoint] = load_scores(path)["predictions"].astype(np.int16)
+    return out
 
 
 def _label_names_of(model) -> list[str]:

@@ -129,6 +129,10 @@ class CheckpointRecord:
     violations: dict[str, float] = field(default_factory=dict)
     eval_set: dict[str, Any] = field(default_factory=dict)  # name, num_samples, fingerprint
     evaluation: dict[str, Any] = field(default_factory=dict)  # processes, precision, seconds
+    decision_threshold: float | None = None  # tuned threshold on P(class id 1), binary only
+    objective_interval: dict[str, Any] | None = None  # bootstrap interval of objective_value
+    confusion_matrices: dict[str, list[list[int]]] = field(default_factory=dict)  # per held-out set
+    notes: list[str] = field(default_factory=list)
     schema_version: int = SCHEMA_VERSION
 
     def to_dict(self) -> dict[str, Any]:
@@ -162,8 +166,11 @@ def save_scores(
     labels: np.ndarray,
     predictions: np.ndarray,
     probabilities: np.ndarray | None,
+    *,
+    filename: str | None = None,
 ) -> Path:
-    """Write the per-example arrays next to the record, atomically."""
+    """Write the per-example arrays next to the record, atomically (``filename`` default
+    ``checkpoint_scores.npz``; with several held-out sets, ``checkpoint_scores.<set>.npz``)."""
     arrays = {
         "schema_version": np.asarray(SCHEMA_VERSION),
         "labels": np.asarray(labels, dtype=np.int64),
@@ -171,7 +178,7 @@ def save_scores(
     }
     if probabilities is not None:
         arrays["probabilities"] = np.asarray(probabilities, dtype=np.float32)
-    path = Path(checkpoint_dir) / SCORES_FILENAME
+    path = Path(checkpoint_dir) / (filename or SCORES_FILENAME)
     _replace_atomically(path, lambda handle: np.savez(handle, **arrays))
     return path
 
@@ -194,6 +201,7 @@ def leaderboard_payload(
     *,
     protected: Sequence[str] = (),
     reason: str | None = None,
+    comparison: Mapping[str, Any] | None = None,
 ) -> dict[str, Any]:
     """The content of ``checkpoint_leaderboard.json``: entries best first."""
     entries = []
@@ -210,6 +218,8 @@ def leaderboard_payload(
                 "violations": dict(ranked.violations),
                 "exists": bool(exists.get(ranked.checkpoint, False)),
                 "protected": ranked.checkpoint in protected,
+                "interval": record.objective_interval,
+                "decision_threshold": record.decision_threshold,
                 "metrics": record.metrics,
             }
         )
@@ -219,6 +229,7 @@ def leaderboard_payload(
             "objective": selection.objective.to_dict(),
             "best_checkpoint": selection.best_checkpoint,
             "reason": reason or selection.reason,
+            "comparison": dict(comparison) if comparison else None,
             "labels": next(iter(records.values())).labels if records else [],
             "entries": entries,
         }
@@ -242,12 +253,25 @@ def render_leaderboard_markdown(payload: Mapping[str, Any], *, max_classes: int 
         "",
         f"Best: **{payload['best_checkpoint']}**. {payload.get('reason', '')}",
         "",
-        "| rank | checkpoint | step | feasible | on disk | " + " | ".join(columns) + " |",
-        "|" + "---|" * (5 + len(columns)),
+    ]
+    comparison = payload.get("comparison")
+    if comparison:
+        lines += [
+            f"Best against runner-up ({comparison['second']}), paired bootstrap of {comparison['resamples']} "
+            f"resamples: difference {_fmt(comparison['difference'])} "
+            f"[{_fmt(comparison['low'])}, {_fmt(comparison['high'])}] at {comparison['confidence']:.0%}; "
+            f"the best wins in {comparison['win_share']:.1%} of resamples.",
+            "",
+        ]
+    with_interval = any(entry.get("interval") for entry in payload["entries"])
+    header = ["rank", "checkpoint", "step", "feasible", "on disk"] + (["interval"] if with_interval else [])
+    lines += [
+        "| " + " | ".join(header + columns) + " |",
+        "|" + "---|" * (len(header) + len(columns)),
     ]
     for entry in payload["entries"]:
         marker = " (best)" if entry["checkpoint"] == payload["best_checkpoint"] else ""
-        marker += " (kept)" if entry.get("protected") else ""
+        marker += " (top-k, kept)" if entry.get("protected") else ""
         cells = [
             str(entry["rank"]),
             f"{entry['checkpoint']}{marker}",
@@ -255,6 +279,9 @@ def render_leaderboard_markdown(payload: Mapping[str, Any], *, max_classes: int 
             "yes" if entry["feasible"] else "no",
             "yes" if entry["exists"] else "no",
         ]
+        if with_interval:
+            interval = entry.get("interval")
+            cells.append(f"[{_fmt(interval['low'])}, {_fmt(interval['high'])}]" if interval else "n/a")
         cells += [_fmt(entry["metrics"].get(col)) for col in columns]
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines) + "\n"

@@ -19,7 +19,7 @@ best by this much".
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 
 from .errors import InfeasibleObjectiveError
@@ -110,6 +110,7 @@ def _beats(
     incumbent: RankedCandidate,
     metrics: Mapping[str, Mapping[str, float]],
     objective: Objective,
+    p_value: Callable[[str, str], float] | None = None,
 ) -> tuple[bool, str]:
     """Does a later checkpoint take over from the current best? Returns (decision, why)."""
     if challenger.feasible != incumbent.feasible:
@@ -130,6 +131,11 @@ def _beats(
         if objective.min_delta_mode == "relative" and best_value is not None and math.isfinite(best_value):
             needed = objective.min_delta * abs(incumbent.objective_value)
         if gain > 0 and gain > needed:
+            if objective.require_significance and challenger.feasible == incumbent.feasible:
+                if p_value is None:
+                    raise ValueError("require_significance needs p_value= (paired per-example predictions)")
+                if not p_value(challenger.checkpoint, incumbent.checkpoint) <= objective.alpha:
+                    return False, "not_significant"
             return True, "objective"
         return False, "objective" if gain < 0 else "min_delta"
     for key in objective.tie_breakers:
@@ -142,7 +148,13 @@ def _beats(
     return False, "tie_earlier"
 
 
-def select_best(candidates: Iterable[Candidate], objective: Objective, *, final: bool = False) -> Selection:
+def select_best(
+    candidates: Iterable[Candidate],
+    objective: Objective,
+    *,
+    final: bool = False,
+    p_value: Callable[[str, str], float] | None = None,
+) -> Selection:
     """Rank ``candidates`` by ``objective`` and pick the best.
 
     Args:
@@ -151,6 +163,9 @@ def select_best(candidates: Iterable[Candidate], objective: Objective, *, final:
             counts as NaN).
         final: the selection ends a run or an offline ranking. Only then does
             ``on_infeasible="raise"`` raise :class:`InfeasibleObjectiveError`.
+        p_value: with ``objective.require_significance``, ``p_value(challenger, incumbent)`` is the
+            one-sided p-value that the challenger is better (e.g. 1 - win share of a paired bootstrap,
+            :func:`trainer_ext.uncertainty.paired_bootstrap`); it takes over only when <= ``alpha``.
 
     Returns:
         A :class:`Selection`; ``best`` is None only when no candidate has a finite objective value.
@@ -163,15 +178,18 @@ def select_best(candidates: Iterable[Candidate], objective: Objective, *, final:
 
     best: RankedCandidate | None = None
     why = "no checkpoint has a finite objective value"
+    not_significant: list[str] = []
     for r in ranked:
         if r.objective_value is None:
             continue
         if best is None:
             best, why = r, "first"
             continue
-        takes_over, reason = _beats(r, best, metrics, objective)
+        takes_over, reason = _beats(r, best, metrics, objective, p_value)
         if takes_over:
             best, why = r, reason
+        elif reason == "not_significant":
+            not_significant.append(r.checkpoint)
         elif reason.startswith("tie_breaker:") or (reason == "tie_earlier" and not why.startswith("tie_breaker:")):
             why = reason  # the best stayed through a tie: the reason says how it was broken
 
@@ -191,11 +209,17 @@ def select_best(candidates: Iterable[Candidate], objective: Objective, *, final:
         objective=objective,
         best=ranking[0] if best is not None else None,
         ranking=ranking,
-        reason=_explain(ranking[0] if best is not None else None, ranked, why, objective),
+        reason=_explain(ranking[0] if best is not None else None, ranked, why, objective, not_significant),
     )
 
 
-def _explain(best: RankedCandidate | None, ranked: list[RankedCandidate], why: str, objective: Objective) -> str:
+def _explain(
+    best: RankedCandidate | None,
+    ranked: list[RankedCandidate],
+    why: str,
+    objective: Objective,
+    not_significant: list[str] = (),  # type: ignore[assignment]
+) -> str:
     if best is None:
         return why
     direction = "highest" if objective.greater_is_better else "lowest"
@@ -218,6 +242,11 @@ def _explain(best: RankedCandidate | None, ranked: list[RankedCandidate], why: s
         text += f"; a tie on {objective.metric} was broken by {why.split(':', 1)[1]}"
     elif why == "tie_earlier":
         text += "; ties keep the earlier checkpoint"
+    if not_significant:
+        text += (
+            f"; kept over {', '.join(not_significant)}, better on the held-out set but not significantly "
+            f"(paired bootstrap, alpha {objective.alpha:g})"
+        )
     if objective.min_delta > 0:
         text += f"; a later checkpoint must improve by more than {objective.min_delta:g} ({objective.min_delta_mode})"
     return text

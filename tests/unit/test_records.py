@@ -361,7 +361,7 @@ def test_markdown_has_one_row_per_entry_and_marks_the_best(leaderboard):
         assert cells[3] == ("yes" if entry["feasible"] else "no")
         assert cells[4] == ("yes" if entry["exists"] else "no")
     assert [("(best)" in row) for row in rows] == [True, False, False, False]
-    assert "checkpoint-300 (best) (kept)" in rows[0]
+    assert "checkpoint-300 (best) (top-k, kept)" in rows[0]
     assert "n/a" in rows[3]  # NaN recall_negative
     header = next(line for line in markdown.splitlines() if line.startswith("| rank "))
     assert "| recall_negative | accuracy | f1_macro | precision_negative | f1_negative |" in header

@@ -1,0 +1,878 @@
+"""The ``trainer-ext`` command: rank, evaluate and report on the checkpoints of a Trainer output folder.
+
+    trainer-ext rank OUTPUT_DIR --objective recall_negative --constraint "precision_negative >= 0.8" [--apply]
+    trainer-ext evaluate OUTPUT_DIR --data holdout.csv [--objective ...]
+    trainer-ext report OUTPUT_DIR [--out DIR]
+
+Also ``python -m trainer_ext ...``, and ``accelerate launch -m trainer_ext evaluate ...`` on several
+processes. ``rank`` and ``report`` read the records the callback (or ``evaluate``) wrote and never load
+a model, so they import neither torch nor transformers; ``evaluate`` imports them when it starts.
+
+Exit status: 0 on success; 1 when the output folder or a file cannot be used (missing folder, no
+checkpoints, no records, a record newer than this library, an unreadable data file, a missing extra);
+2 when the command line asks for something that does not exist or does not parse (unknown metric key,
+a direction that contradicts a built-in key, a malformed constraint or cost matrix, a missing column).
+The reason is one line on stderr, without a traceback. Results go to stdout; notes and progress to stderr.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import math
+import os
+import sys
+import time
+from collections.abc import Collection, Mapping, Sequence
+from pathlib import Path
+from typing import Any, NoReturn
+
+import numpy as np
+
+from .errors import ConfigurationError, InfeasibleObjectiveError, SchemaVersionError
+from .leaderboard import (
+    checkpoint_folders,
+    checkpoint_step,
+    existing_checkpoints,
+    read_records,
+    write_best_into_trainer_state,
+    write_leaderboard,
+)
+from .objectives import Constraint, Objective, known_direction
+from .records import (
+    LEADERBOARD_FILENAME,
+    SCORES_FILENAME,
+    CheckpointRecord,
+    leaderboard_payload,
+    load_scores,
+    read_json,
+    render_leaderboard_markdown,
+)
+from .selection import Candidate, Selection, select_best
+
+__all__ = ["main", "CommandError", "Ranking", "rank_records"]
+
+PROG = "trainer-ext"
+EXIT_OK, EXIT_UNUSABLE, EXIT_USAGE = 0, 1, 2
+DATA_SUFFIXES = {".csv": ",", ".tsv": "\t", ".jsonl": None, ".ndjson": None}
+# Files a tokenizer is saved as; their bytes decide whether two checkpoints share a tokenizer.
+_TOKENIZER_FILES = (
+    "tokenizer.json", "tokenizer_config.json", "special_tokens_map.json", "added_tokens.json",
+    "vocab.txt", "vocab.json", "merges.txt", "tokenizer.model", "spiece.model", "sentencepiece.bpe.model",
+)
+
+
+class CommandError(Exception):
+    """A reason to stop: printed as one line on stderr; ``status`` is the exit status."""
+
+    def __init__(self, message: str, status: int = EXIT_UNUSABLE) -> None:
+        super().__init__(" ".join(str(message).split()))  # one line, whatever the message held
+        self.status = status
+
+
+# ---- entry point ---------------------------------------------------------------------------------
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run the command line; return the exit status (the console script passes it to ``sys.exit``)."""
+    parser = _parser()
+    command = "?"
+    try:
+        options = parser.parse_args(argv)
+        command = options.command
+        return options.run(options)
+    except SystemExit as exc:  # --help
+        return int(exc.code or 0)
+    except CommandError as exc:
+        return _fail(command, str(exc), exc.status)
+    except (ConfigurationError, InfeasibleObjectiveError) as exc:
+        return _fail(command, str(exc), EXIT_USAGE if isinstance(exc, ConfigurationError) else EXIT_UNUSABLE)
+    except SchemaVersionError as exc:
+        return _fail(command, str(exc), EXIT_UNUSABLE)
+
+
+def _fail(command: str, message: str, status: int) -> int:
+    where = f"{PROG} {command}" if command != "?" else PROG
+    rank = _process_rank()
+    prefix = f"[rank {rank}] " if rank else ""
+    print(f"{prefix}{where}: error: {' '.join(message.split())}", file=sys.stderr)
+    return status
+
+
+def _process_rank() -> int:
+    """This process's global rank when a launcher started several (0 otherwise): errors of every rank
+    are printed, prefixed with their rank, since they may differ."""
+    try:
+        return int(os.environ.get("RANK", "0") or 0)
+    except ValueError:
+        return 0
+
+
+def _note(message: str) -> None:
+    print(f"{PROG}: {message}", file=sys.stderr)
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse, but a usage error is one line (and exit status 2) like every other error."""
+
+    def error(self, message: str) -> NoReturn:
+        raise CommandError(f"{message} (see '{self.prog} --help')", EXIT_USAGE)
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = _Parser(prog=PROG, description="Rank, evaluate and report on the checkpoints of a Trainer output folder.")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND", parser_class=_Parser)
+
+    rank = sub.add_parser(
+        "rank",
+        help="rank the checkpoints from their records, without running a model",
+        description="Rank the checkpoints of OUTPUT_DIR from their checkpoint_metrics.json records (and the "
+        "leaderboard entries of checkpoints rotated away), without running a model.",
+    )
+    rank.add_argument("output_dir", metavar="OUTPUT_DIR", type=Path)
+    _add_objective_options(rank, required=True)
+    rank.add_argument("--format", choices=("table", "json", "markdown"), default="table", help="output format (default: table)")
+    rank.add_argument(
+        "--apply", action="store_true",
+        help="make the best checkpoint the Trainer's best: rewrite best_metric, best_global_step and "
+        "best_model_checkpoint in every checkpoint's trainer_state.json, and the leaderboard files",
+    )
+    rank.set_defaults(run=_command_rank)
+
+    evaluate = sub.add_parser(
+        "evaluate",
+        help="evaluate every checkpoint-* folder on a held-out file, write records and the leaderboard",
+        description="Evaluate every checkpoint-* folder of OUTPUT_DIR (also of runs trained without trainer_ext) "
+        "on a held-out file, write checkpoint_metrics.json and checkpoint_scores.npz next to each, then rank "
+        "them and write the leaderboard. Runs on several processes under 'accelerate launch -m trainer_ext evaluate'.",
+    )
+    evaluate.add_argument("output_dir", metavar="OUTPUT_DIR", type=Path)
+    evaluate.add_argument("--data", metavar="FILE", type=Path, required=True, help="held-out set: .csv, .tsv or .jsonl")
+    evaluate.add_argument("--text-column", default="text", help="column of the text (default: text)")
+    evaluate.add_argument(
+        "--label-column", default="label",
+        help="column of the gold class: class ids or class names of the model's id2label (default: label)",
+    )
+    _add_objective_options(evaluate, required=False)
+    evaluate.add_argument(
+        "--batch-size", type=int, default=8,
+        help="rows per batch for the longest examples; shorter ones are packed under the same token budget (default: 8)",
+    )
+    evaluate.add_argument("--tokenizer", type=Path, help="tokenizer folder (default: the one saved in each checkpoint)")
+    evaluate.set_defaults(run=_command_evaluate)
+
+    report = sub.add_parser(
+        "report",
+        help="write report.md and figures (needs matplotlib: pip install 'trainer-ext[plot]')",
+        description="Write report.md and PNG figures: per-class precision, recall and F1 across checkpoints, the "
+        "confusion matrix and precision-recall curves of the chosen checkpoint.",
+    )
+    report.add_argument("output_dir", metavar="OUTPUT_DIR", type=Path)
+    report.add_argument("--out", type=Path, help="folder for report.md and the figures (default: OUTPUT_DIR/report)")
+    report.set_defaults(run=_command_report)
+    return parser
+
+
+# ---- the objective from the command line -----------------------------------------------------------
+
+
+def _add_objective_options(parser: argparse.ArgumentParser, *, required: bool) -> None:
+    group = parser.add_argument_group("objective")
+    group.add_argument(
+        "--objective", metavar="KEY", required=required,
+        help="metric key to optimise, e.g. recall_negative, f1_macro, log_loss, expected_cost"
+        + ("" if required else " (default: the objective of the existing leaderboard, else f1_macro)"),
+    )
+    direction = group.add_mutually_exclusive_group()
+    direction.add_argument("--maximize", dest="greater_is_better", action="store_const", const=True,
+                           help="higher is better (required for a key trainer_ext does not know)")
+    direction.add_argument("--minimize", dest="greater_is_better", action="store_const", const=False,
+                           help="lower is better (required for a key trainer_ext does not know)")
+    group.add_argument("--constraint", metavar="EXPR", action="append", default=[],
+                       help="'KEY >= NUMBER' (or <=, >, <) that the chosen checkpoint must meet; repeatable")
+    group.add_argument("--tie-breaker", metavar="KEY", action="append", default=[],
+                       help="built-in key deciding exact ties, in the order given; repeatable")
+    group.add_argument("--cost-matrix", metavar="JSON",
+                       help="classes x classes cost of each outcome (rows true class, columns predicted, id order), "
+                       "as JSON or a JSON file; adds the key expected_cost (lower is better)")
+
+
+@dataclasses.dataclass(frozen=True)
+class _ObjectiveOptions:
+    metric: str
+    greater_is_better: bool | None
+    constraints: tuple[str, ...]
+    tie_breakers: tuple[str, ...]
+    cost_matrix: list[list[float]] | None
+
+
+def _objective_options(options: argparse.Namespace) -> _ObjectiveOptions | None:
+    """The objective options as given, checked for what needs no record (None without --objective)."""
+    if options.objective is None:
+        extra = [flag for flag, value in (
+            ("--maximize/--minimize", options.greater_is_better is not None),
+            ("--constraint", options.constraint), ("--tie-breaker", options.tie_breaker),
+            ("--cost-matrix", options.cost_matrix),
+        ) if value]
+        if extra:
+            raise CommandError(f"{', '.join(extra)}: given without --objective KEY; name the key to optimise.", EXIT_USAGE)
+        return None
+    cost = _cost_matrix(options.cost_matrix) if options.cost_matrix is not None else None
+    return _ObjectiveOptions(
+        options.objective, options.greater_is_better, tuple(options.constraint), tuple(options.tie_breaker), cost
+    )
+
+
+def _cost_matrix(text: str) -> list[list[float]]:
+    source = "--cost-matrix"
+    try:
+        value = json.loads(text)
+    except json.JSONDecodeError:
+        path = Path(text)
+        if not path.is_file():
+            raise CommandError(
+                f"--cost-matrix: expected JSON such as '[[0, 1], [5, 0]]' or a JSON file; got {text!r}.", EXIT_USAGE
+            ) from None
+        source = f"--cost-matrix {path}"
+        try:
+            value = json.loads(path.read_text(encoding="utf-8"))
+        except json.JSONDecodeError as exc:
+            raise CommandError(f"{source}: not valid JSON ({exc}).", EXIT_USAGE) from None
+    if not (isinstance(value, list) and value and all(isinstance(row, list) for row in value)):
+        raise CommandError(f"{source}: expected a list of rows such as [[0, 1], [5, 0]]; got {value!r}.", EXIT_USAGE)
+    return value
+
+
+def _build_objective(spec: _ObjectiveOptions, available: Collection[str], *, num_classes: int | None) -> Objective:
+    """An :class:`Objective` whose every key exists in ``available``, with its direction checked.
+
+    Keys are checked first (a typo is reported as unknown, with the keys that exist), then the direction:
+    a built-in key knows its own, and ``--maximize``/``--minimize`` may only repeat it; any other key
+    needs one of them.
+    """
+    available = set(available)
+    if spec.cost_matrix is not None:
+        available.add("expected_cost")
+    constraint_keys = []
+    for text in spec.constraints:
+        constraint_keys.append(Constraint.parse(text).metric)  # ConfigurationError (status 2) when malformed
+    for flag, keys in (("--objective", [spec.metric]), ("--constraint", constraint_keys), ("--tie-breaker", spec.tie_breakers)):
+        missing = [k for k in keys if k not in available]
+        if missing:
+            hint = " (add --cost-matrix to compute it)" if "expected_cost" in missing else ""
+            shown = ", ".join(repr(k) for k in missing)
+            raise CommandError(
+                f"{flag}: unknown metric key {shown}{hint}. Keys in the records: {', '.join(sorted(available))}.",
+                EXIT_USAGE,
+            )
+    known = known_direction(spec.metric)
+    if spec.greater_is_better is None and known is None:
+        raise CommandError(
+            f"--objective: {spec.metric!r} is not a built-in metric key, so its direction is unknown; "
+            f"add --maximize (higher is better) or --minimize (lower is better).",
+            EXIT_USAGE,
+        )
+    if spec.greater_is_better is not None and known is not None and spec.greater_is_better != known:
+        given = "--maximize" if spec.greater_is_better else "--minimize"
+        raise CommandError(
+            f"{given}: {spec.metric!r} is a built-in key and {'higher' if known else 'lower'} is better; "
+            f"drop {given}.",
+            EXIT_USAGE,
+        )
+    for key in spec.tie_breakers:
+        if known_direction(key) is None:
+            raise CommandError(
+                f"--tie-breaker: {key!r} has no known direction; tie-breakers must be built-in keys such as "
+                f"'f1_negative', 'recall_macro' or 'log_loss'.",
+                EXIT_USAGE,
+            )
+    if spec.metric == "expected_cost" and spec.cost_matrix is None:
+        raise CommandError("--objective expected_cost needs --cost-matrix '[[0, 1], [5, 0]]'.", EXIT_USAGE)
+    objective = Objective(
+        spec.metric,
+        spec.greater_is_better,
+        constraints=spec.constraints,
+        tie_breakers=spec.tie_breakers,
+        cost_matrix=spec.cost_matrix,
+    )
+    if num_classes is not None:
+        objective.check_classes(num_classes)
+    return objective
+
+
+# ---- rank ------------------------------------------------------------------------------------------
+
+
+@dataclasses.dataclass(frozen=True)
+class Ranking:
+    """The checkpoints of an output folder ranked by an objective.
+
+    ``records`` are the input records with the metrics the objective derived (``expected_cost``) and
+    the ranking fields (``objective``, ``objective_value``, ``feasible``, ``violations``) of this
+    objective; ``payload`` is the content of ``checkpoint_leaderboard.json`` for this ranking.
+    """
+
+    selection: Selection
+    records: dict[str, CheckpointRecord]
+    exists: dict[str, bool]
+    payload: dict[str, Any]
+    notes: tuple[str, ...]
+
+
+def rank_records(
+    records: Mapping[str, CheckpointRecord],
+    objective: Objective,
+    *,
+    output_dir: str | os.PathLike,
+    exists: Mapping[str, bool] | None = None,
+    comparison: Mapping[str, Any] | None = None,
+) -> Ranking:
+    """Rank ``records`` by ``objective`` (final selection), deriving the keys the records lack.
+
+    ``expected_cost`` comes from each record's confusion matrix (or, when it has none, from the
+    labels and predictions in its ``checkpoint_scores.npz``); any other key a record lacks is computed
+    from its saved scores when they exist. A key that cannot be derived stays missing: that checkpoint's
+    value is NaN and it is never best. A record keeps its bootstrap interval only when it was computed
+    for this same objective.
+    """
+    output_dir = Path(output_dir)
+    notes: list[str] = []
+    derived: dict[str, dict[str, float]] = {}
+    underivable: list[str] = []
+    for name, record in records.items():
+        metrics = dict(record.metrics)
+        missing = [k for k in objective.keys if k not in metrics or (k == "expected_cost")]
+        if missing:
+            metrics.update(_derive(record, output_dir / name, missing, objective))
+            if any(k not in metrics for k in missing):
+                underivable.append(name)
+        derived[name] = metrics
+    if underivable:
+        keys = sorted({k for k in objective.keys for n in underivable if k not in derived[n]})
+        notes.append(
+            f"{', '.join(sorted(underivable, key=_step_of))}: no confusion matrix or saved scores to compute "
+            f"{', '.join(keys)} (folder rotated away or saved without scores); ranked as missing."
+        )
+    selection = select_best(
+        [Candidate(r.checkpoint, r.global_step, derived[n]) for n, r in records.items()], objective, final=True
+    )
+    ranked = {r.checkpoint: r for r in selection.ranking}
+    same = objective.to_dict()
+    new_records = {
+        name: dataclasses.replace(
+            record,
+            metrics=derived[name],
+            objective=same,
+            objective_value=ranked[name].objective_value,
+            feasible=ranked[name].feasible,
+            violations=dict(ranked[name].violations),
+            **({"objective_interval": _same_objective_interval(record, same)}
+               if "objective_interval" in CheckpointRecord.__dataclass_fields__ else {}),
+        )
+        for name, record in records.items()
+    }
+    if exists is None:
+        exists = existing_checkpoints(output_dir, new_records)
+    # A paired comparison (best against runner-up) stays only when it is about this same best.
+    keep = comparison is not None and comparison.get("first") == selection.best_checkpoint
+    payload = leaderboard_payload(selection, new_records, exists, **({"comparison": comparison} if keep else {}))
+    fingerprints = {r.eval_set.get("fingerprint") for r in records.values() if r.eval_set.get("fingerprint")}
+    if len(fingerprints) > 1:
+        notes.append(
+            f"the records come from {len(fingerprints)} different held-out sets (fingerprints "
+            f"{', '.join(sorted(fingerprints))}); their values are not comparable. Re-run 'trainer-ext evaluate'."
+        )
+    return Ranking(selection, new_records, dict(exists), payload, tuple(notes))
+
+
+def _same_objective_interval(record: CheckpointRecord, objective: Mapping[str, Any]) -> Any:
+    interval = getattr(record, "objective_interval", None)
+    return interval if interval is not None and record.objective == objective else None
+
+
+def _step_of(name: str) -> int:
+    step = checkpoint_step(name)
+    return -1 if step is None else step
+
+
+def _derive(record: CheckpointRecord, folder: Path, keys: Sequence[str], objective: Objective) -> dict[str, float]:
+    """Values of ``keys`` for one checkpoint, from its confusion matrix or saved scores."""
+    out: dict[str, float] = {}
+    scores: dict[str, np.ndarray] | None = None
+    if (folder / SCORES_FILENAME).is_file():
+        scores = load_scores(folder)
+    if "expected_cost" in keys and objective.cost_matrix is not None:
+        cm = np.asarray(record.confusion_matrix, dtype=np.int64)
+        if cm.size == 0 and scores is not None:
+            from .metrics import confusion_matrix
+
+            cm = confusion_matrix(scores["labels"], scores["predictions"], len(record.labels))
+        if cm.size:
+            from .uncertainty import expected_cost
+
+            prior = np.asarray(objective.class_prior) if objective.class_prior is not None else None
+            out["expected_cost"] = float(expected_cost(cm, np.asarray(objective.cost_matrix), prior))
+    rest = [k for k in keys if k != "expected_cost" and k not in record.metrics]
+    if rest and scores is not None and len(record.labels) >= 2:
+        from .metrics import class_slugs, compute_metrics
+
+        computed = compute_metrics(
+            scores["labels"], scores["predictions"], scores.get("probabilities"),
+            label_names=class_slugs(record.labels),
+        )
+        out.update({k: computed[k] for k in rest if k in computed})
+    return out
+
+
+def _load_output_dir(output_dir: Path) -> dict[str, CheckpointRecord]:
+    """The records of ``output_dir``, or a CommandError naming what is missing."""
+    if not output_dir.exists():
+        raise CommandError(f"OUTPUT_DIR: {str(output_dir)!r} does not exist.")
+    if not output_dir.is_dir():
+        raise CommandError(f"OUTPUT_DIR: {str(output_dir)!r} is not a folder.")
+    folders = checkpoint_folders(output_dir)
+    has_board = (output_dir / LEADERBOARD_FILENAME).is_file()
+    if not folders and not has_board:
+        raise CommandError(
+            f"OUTPUT_DIR: no checkpoint-<step> folders in {str(output_dir)!r}; pass the Trainer's output_dir."
+        )
+    records = read_records(output_dir)
+    if not records:
+        raise CommandError(
+            f"OUTPUT_DIR: none of the {len(folders)} checkpoint folders in {str(output_dir)!r} has a "
+            f"checkpoint_metrics.json record; create them with 'trainer-ext evaluate {output_dir} --data FILE'."
+        )
+    unrecorded = [f.name for f in folders if f.name not in records]
+    if unrecorded:
+        _note(
+            f"{', '.join(unrecorded)} {'has' if len(unrecorded) == 1 else 'have'} no record and "
+            f"{'is' if len(unrecorded) == 1 else 'are'} not ranked; 'trainer-ext evaluate' evaluates every folder."
+        )
+    return records
+
+
+def _available_keys(records: Mapping[str, CheckpointRecord]) -> set[str]:
+    return {key for record in records.values() for key in record.metrics}
+
+
+def _previous_comparison(output_dir: Path, ranking_objective: Objective) -> Mapping[str, Any] | None:
+    """The leaderboard's paired comparison, kept only when it was made for the same objective."""
+    path = output_dir / LEADERBOARD_FILENAME
+    if not path.is_file():
+        return None
+    board = read_json(path)
+    if board.get("objective") == ranking_objective.to_dict():
+        return board.get("comparison")
+    return None
+
+
+def _command_rank(options: argparse.Namespace) -> int:
+    spec = _objective_options(options)
+    assert spec is not None  # --objective is required by the parser
+    records = _load_output_dir(options.output_dir)
+    labels = next(iter(records.values())).labels
+    objective = _build_objective(spec, _available_keys(records), num_classes=len(labels) or None)
+    ranking = rank_records(
+        records, objective, output_dir=options.output_dir,
+        comparison=_previous_comparison(options.output_dir, objective),
+    )
+    for note in ranking.notes:
+        _note(note)
+    if options.apply:
+        _apply(options.output_dir, ranking)
+    if options.format == "json":
+        print(json.dumps(ranking.payload, indent=2, sort_keys=True, allow_nan=False))
+    elif options.format == "markdown":
+        print(render_leaderboard_markdown(ranking.payload), end="")
+    else:
+        print(_render_table(ranking))
+    return EXIT_OK
+
+
+def _apply(output_dir: Path, ranking: Ranking) -> None:
+    """Point every checkpoint's trainer_state.json at the best checkpoint so far, rewrite the leaderboard.
+
+    A checkpoint's state names the best among the checkpoints up to its own step, as the callback wrote
+    it during training: the last checkpoint (the one a run resumes from to continue) names the overall
+    best, and a run resumed from an earlier checkpoint is never pointed at a folder its own continued
+    training will overwrite.
+    """
+    selection = ranking.selection
+    best = selection.best
+    if best is None:
+        raise CommandError(
+            f"--apply: no checkpoint has a finite value of {selection.objective.metric!r}; nothing to apply."
+        )
+    if not ranking.exists.get(best.checkpoint, False):
+        raise CommandError(
+            f"--apply: the best checkpoint for {selection.objective.metric!r}, {best.checkpoint}, is no longer on "
+            f"disk (rotated away by save_total_limit), so the Trainer could not load it; nothing was changed."
+        )
+    prefix = _best_model_prefix(output_dir)
+    candidates = sorted(
+        (Candidate(r.checkpoint, r.global_step, r.metrics) for r in ranking.records.values()),
+        key=lambda c: c.global_step,
+    )
+    rewritten = 0
+    for folder in checkpoint_folders(output_dir):
+        step = checkpoint_step(folder.name)
+        earlier = [c for c in candidates if c.global_step <= step]
+        if len(earlier) == len(candidates):
+            so_far = best
+        else:
+            so_far = select_best(earlier, selection.objective).best if earlier else None
+        if write_best_into_trainer_state(
+            folder,
+            best_metric=None if so_far is None else so_far.objective_value,
+            best_global_step=None if so_far is None else so_far.global_step,
+            best_model_checkpoint=None if so_far is None else os.path.join(prefix, so_far.checkpoint),
+        ):
+            rewritten += 1
+    write_leaderboard(output_dir, ranking.payload)
+    _note(
+        f"applied: {best.checkpoint} is the best ({selection.objective.metric} = {best.objective_value:.6g}); "
+        f"rewrote {rewritten} trainer_state.json file(s) and {LEADERBOARD_FILENAME} / .md"
+    )
+
+
+def _best_model_prefix(output_dir: Path) -> str:
+    """The folder part of ``best_model_checkpoint`` as the Trainer wrote it (its rotation compares the
+    path as a string), when that path still leads to ``output_dir``; else ``output_dir`` as given."""
+    for folder in reversed(checkpoint_folders(output_dir)):
+        path = folder / "trainer_state.json"
+        if not path.is_file():
+            continue
+        try:
+            written = json.loads(path.read_text(encoding="utf-8")).get("best_model_checkpoint")
+        except json.JSONDecodeError:
+            continue
+        if isinstance(written, str) and written:
+            prefix = os.path.dirname(written.rstrip("/\\"))
+            if prefix and Path(prefix).resolve() == output_dir.resolve():
+                return prefix
+    return str(output_dir)
+
+
+def _render_table(ranking: Ranking) -> str:
+    payload, objective = ranking.payload, ranking.selection.objective
+    columns = list(objective.keys)
+    head = f"Objective: {objective.metric} ({'higher' if objective.greater_is_better else 'lower'} is better)"
+    if objective.constraints:
+        head += f"; constraints: {', '.join(str(c) for c in objective.constraints)}"
+    if objective.tie_breakers:
+        head += f"; tie-breakers: {', '.join(objective.tie_breakers)}"
+    rows = [["rank", "checkpoint", "step", "feasible", "on disk", *columns]]
+    for entry in payload["entries"]:
+        marker = " *" if entry["checkpoint"] == payload["best_checkpoint"] else ""
+        rows.append(
+            [str(entry["rank"]), entry["checkpoint"] + marker, str(entry["global_step"]),
+             "yes" if entry["feasible"] else "no", "yes" if entry["exists"] else "no",
+             *(_cell(entry["metrics"].get(c)) for c in columns)]
+        )
+    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
+    lines = [head, f"Best: {payload['best_checkpoint']} ({payload['reason']})", ""]
+    for row in rows:
+        lines.append("  ".join(cell.rjust(w) if i in (0, 2) or i >= 5 else cell.ljust(w)
+                               for i, (cell, w) in enumerate(zip(row, widths))).rstrip())
+    return "\n".join(lines)
+
+
+def _cell(value: Any) -> str:
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return "n/a"
+    return f"{value:.4f}" if isinstance(value, float) else str(value)
+
+
+# ---- evaluate ----------------------------------------------------------------------------------------
+
+
+def _read_data(path: Path, text_column: str, label_column: str) -> list[dict[str, Any]]:
+    """Rows ``{"text", "labels"}`` of a CSV, TSV or JSON-lines file, in file order."""
+    if not path.is_file():
+        raise CommandError(f"--data: {str(path)!r} does not exist or is not a file.")
+    suffix = path.suffix.lower()
+    if suffix not in DATA_SUFFIXES:
+        raise CommandError(f"--data: expected a .csv, .tsv or .jsonl file; got {path.name!r}.", EXIT_USAGE)
+    try:
+        if DATA_SUFFIXES[suffix] is None:
+            raw = []
+            with open(path, encoding="utf-8") as handle:
+                for number, line in enumerate(handle, 1):
+                    if line.strip():
+                        row = json.loads(line)
+                        if not isinstance(row, dict):
+                            raise CommandError(f"--data: line {number} of {path.name} is not a JSON object.")
+                        raw.append(row)
+        else:
+            import csv
+
+            with open(path, encoding="utf-8", newline="") as handle:
+                raw = list(csv.DictReader(handle, delimiter=DATA_SUFFIXES[suffix]))
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise CommandError(f"--data: cannot read {path.name}: {exc}.") from None
+    if not raw:
+        raise CommandError(f"--data: {path.name} has no rows.")
+    columns = list(raw[0])
+    for flag, column in (("--text-column", text_column), ("--label-column", label_column)):
+        if column not in columns:
+            raise CommandError(f"{flag}: {column!r} is not a column of {path.name} (columns: {', '.join(columns)}).", EXIT_USAGE)
+    empty = [i for i, row in enumerate(raw) if row.get(label_column) in (None, "")]
+    if empty:
+        raise CommandError(f"--label-column: {len(empty)} row(s) of {path.name} have no {label_column!r}, e.g. row {empty[0] + 1}.")
+    return [{"text": "" if row.get(text_column) is None else str(row[text_column]), "labels": row[label_column]} for row in raw]
+
+
+def _label_values(rows: Sequence[Mapping[str, Any]], names: Sequence[str]) -> list[dict[str, Any]]:
+    """Class names stay names; a string of digits that is no class name is a class id (CSV cells are text)."""
+    from .metrics import slugify
+
+    known = {str(n) for n in names} | {slugify(str(n)) for n in names}
+    out = []
+    for row in rows:
+        value = row["labels"]
+        if isinstance(value, str):
+            text = value.strip()
+            if text not in known and _slug_or_none(text) not in known and text.isdigit():
+                value = int(text)
+        out.append({"text": row["text"], "labels": value})
+    return out
+
+
+def _slug_or_none(text: str) -> str | None:
+    from .metrics import slugify
+
+    try:
+        return slugify(text)
+    except ValueError:
+        return None
+
+
+def _tokenizer_key(folder: Path) -> tuple[tuple[str, int], ...]:
+    import hashlib
+
+    return tuple(
+        (name, int(hashlib.sha256((folder / name).read_bytes()).hexdigest()[:15], 16))
+        for name in _TOKENIZER_FILES
+        if (folder / name).is_file()
+    )
+
+
+def _start_processes() -> Any:
+    """Join the launch's process group when a launcher started several processes (accelerate launch,
+    torchrun); return the device this process evaluates on."""
+    import torch
+
+    from . import distributed
+
+    launched = int(os.environ.get("WORLD_SIZE", "1") or 1)
+    if launched > 1:
+        from accelerate import PartialState
+
+        state = PartialState()
+        distributed.check_launch(state.num_processes)
+        return state.device
+    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+
+
+def _stop_processes() -> None:
+    import torch
+
+    if torch.distributed.is_available() and torch.distributed.is_initialized():
+        torch.distributed.destroy_process_group()
+
+
+def _command_evaluate(options: argparse.Namespace) -> int:
+    spec = _objective_options(options)
+    if options.batch_size < 1:
+        raise CommandError(f"--batch-size: expected a positive integer; got {options.batch_size}.", EXIT_USAGE)
+    if options.tokenizer is not None and not options.tokenizer.is_dir():
+        raise CommandError(f"--tokenizer: {str(options.tokenizer)!r} is not a folder.")
+    from . import distributed  # torch from here on
+
+    device = _start_processes()
+    try:
+        # Decisions that read the file system are made on the main process and shared, so every rank
+        # evaluates the same folders with the same objective, or every rank stops with the same reason.
+        decided = _decide_on_main(lambda: _evaluation_plan(options, spec))
+        status = _evaluate_folders(options, spec, device, *decided)
+        distributed.barrier()
+        return status
+    finally:
+        _stop_processes()
+
+
+def _decide_on_main(decide: Any) -> Any:
+    from . import distributed
+
+    outcome: tuple[bool, Any] | None = None
+    if distributed.is_main():
+        try:
+            outcome = (True, decide())
+        except CommandError as exc:
+            outcome = (False, (str(exc), exc.status))
+        except (ConfigurationError, SchemaVersionError) as exc:  # the other ranks must not wait for a broadcast
+            outcome = (False, (str(exc), EXIT_USAGE if isinstance(exc, ConfigurationError) else EXIT_UNUSABLE))
+    outcome = distributed.broadcast_object(outcome)
+    if not outcome[0]:
+        raise CommandError(*outcome[1])
+    return outcome[1]
+
+
+def _evaluation_plan(options: argparse.Namespace, spec: _ObjectiveOptions | None) -> tuple[list[str], dict | None]:
+    output_dir: Path = options.output_dir
+    if not output_dir.exists():
+        raise CommandError(f"OUTPUT_DIR: {str(output_dir)!r} does not exist.")
+    folders = checkpoint_folders(output_dir) if output_dir.is_dir() else []
+    if not folders:
+        raise CommandError(
+            f"OUTPUT_DIR: no checkpoint-<step> folders in {str(output_dir)!r}; pass the Trainer's output_dir."
+        )
+    stored = None
+    if spec is None and (output_dir / LEADERBOARD_FILENAME).is_file():
+        stored = read_json(output_dir / LEADERBOARD_FILENAME).get("objective")
+    return [f.name for f in folders], stored
+
+
+def _evaluate_folders(
+    options: argparse.Namespace,
+    spec: _ObjectiveOptions | None,
+    device: Any,
+    names: list[str],
+    stored_objective: dict | None,
+) -> int:
+    from transformers import AutoModelForSequenceClassification, AutoTokenizer, DataCollatorWithPadding
+
+    from . import distributed
+    from .evaluation import evaluate_model, prepare_held_out
+    from .metrics import class_slugs, compute_metrics, confusion_matrix, metric_keys
+
+    main_process = distributed.is_main()
+    rows = _read_data(options.data, options.text_column, options.label_column)
+    output_dir: Path = options.output_dir
+    shared_tokenizer = AutoTokenizer.from_pretrained(options.tokenizer) if options.tokenizer is not None else None
+    held_out_cache: dict[Any, Any] = {}
+    objective: Objective | None = None
+    evaluated: dict[str, tuple[CheckpointRecord, Any]] = {}
+    started = time.perf_counter()
+    for number, name in enumerate(names, 1):
+        folder = output_dir / name
+        try:
+            model = AutoModelForSequenceClassification.from_pretrained(folder)
+        except (OSError, ValueError) as exc:
+            raise CommandError(f"{name}: cannot load a sequence classifier from {folder}: {exc}") from None
+        model.to(device)
+        id2label = getattr(model.config, "id2label", None) or {}
+        label_names = [str(id2label[i]) for i in sorted(int(k) for k in id2label)]
+        try:
+            slugs = class_slugs(label_names)
+        except ValueError as exc:
+            raise CommandError(f"{name}: the model's id2label does not name 2 or more distinct classes: {exc}") from None
+        if objective is None:
+            available = metric_keys(slugs, with_scores=True)
+            if spec is not None:
+                objective = _build_objective(spec, available, num_classes=len(slugs))
+            elif stored_objective is not None:
+                objective = Objective.from_dict(stored_objective)
+            else:
+                objective = Objective("f1_macro")
+            objective.check_classes(len(slugs))
+        if shared_tokenizer is not None:
+            tokenizer, key = shared_tokenizer, ("--tokenizer",)
+        else:
+            key = _tokenizer_key(folder)
+            if not key:
+                raise CommandError(
+                    f"{name}: the folder holds no tokenizer (the run was saved without processing_class); "
+                    f"pass --tokenizer PATH."
+                )
+            tokenizer = AutoTokenizer.from_pretrained(folder)
+        cache_key = (key, tuple(label_names))
+        if cache_key not in held_out_cache:
+            try:
+                held_out_cache[cache_key] = prepare_held_out(
+                    _label_values(rows, label_names), name="holdout", label_names=label_names,
+                    tokenizer=tokenizer, argument="--data",
+                )
+            except ConfigurationError as exc:
+                raise CommandError(str(exc).replace("--data: ", f"--data ({name}): ", 1)) from None
+        held_out = held_out_cache[cache_key]
+        output = evaluate_model(
+            model, held_out, collate=DataCollatorWithPadding(tokenizer), batch_size=options.batch_size,
+            num_classes=len(slugs),
+        )
+        metrics = compute_metrics(output.labels, output.predictions, output.probabilities, label_names=slugs)
+        epoch = _epoch_of(folder)
+        record = CheckpointRecord(
+            checkpoint=name,
+            global_step=checkpoint_step(name),
+            epoch=epoch,
+            labels=label_names,
+            num_samples=len(held_out),
+            metrics=metrics,
+            confusion_matrix=confusion_matrix(output.labels, output.predictions, len(slugs)).tolist(),
+            objective=objective.to_dict(),
+            objective_value=None,
+            feasible=False,
+            eval_set={"name": held_out.name, "num_samples": len(held_out), "fingerprint": held_out.fingerprint},
+            evaluation={
+                "processes": output.processes,
+                "precision": output.precision,
+                "seconds": round(output.seconds, 4),
+                "batch_size": options.batch_size,
+            },
+        )
+        evaluated[name] = (record, output)
+        if main_process:
+            rate = len(held_out) / output.seconds if output.seconds > 0 else float("inf")
+            _note(
+                f"evaluate: [{number}/{len(names)}] {name}: {len(held_out)} examples in {output.seconds:.2f} s "
+                f"({rate:.0f} examples/s, {output.processes} process{'es' if output.processes > 1 else ''})"
+            )
+        del model
+
+    assert objective is not None  # at least one folder was evaluated
+    records = {name: record for name, (record, _) in evaluated.items()}
+    exists = {name: True for name in records}
+    ranking = rank_records(records, objective, output_dir=output_dir, exists=exists)
+    if main_process:
+        from .records import save_scores
+
+        for name, (_, output) in evaluated.items():
+            ranking.records[name].write(output_dir / name)
+            save_scores(output_dir / name, output.labels, output.predictions, output.probabilities)
+        write_leaderboard(output_dir, ranking.payload)
+        for note in ranking.notes:
+            _note(note)
+        _note(
+            f"evaluate: wrote {len(records)} record(s) and {LEADERBOARD_FILENAME} in "
+            f"{time.perf_counter() - started:.1f} s"
+        )
+        print(_render_table(ranking))
+    return EXIT_OK
+
+
+def _epoch_of(folder: Path) -> float | None:
+    path = folder / "trainer_state.json"
+    if not path.is_file():
+        return None
+    try:
+        epoch = json.loads(path.read_text(encoding="utf-8")).get("epoch")
+    except json.JSONDecodeError:
+        return None
+    return float(epoch) if isinstance(epoch, (int, float)) else None
+
+
+# ---- report ------------------------------------------------------------------------------------------
+
+
+def _command_report(options: argparse.Namespace) -> int:
+    _load_output_dir(options.output_dir)  # the same one-line reasons as rank
+    from .report import write_report
+
+    try:
+        path = write_report(options.output_dir, options.out)
+    except ImportError as exc:
+        raise CommandError(str(exc)) from None
+    print(path)
+    return EXIT_OK

@@ -1,0 +1,348 @@
+"""A report for people: how the checkpoints of a run compare on the held-out set, and which one was chosen.
+
+    from trainer_ext.report import write_report
+    write_report("outputs/run")          # -> outputs/run/report/report.md, next to its PNG figures
+
+Figures (each skipped, with a sentence in ``report.md`` saying why, when its data is missing):
+
+* ``per_class_metrics.png``: per class, precision, recall and F1 across checkpoints (x = global step), with
+  the chosen checkpoint (solid line) and the lowest-loss one (dashed: lowest ``log_loss``; without scores,
+  the highest ``accuracy``) marked and named in the legend;
+* ``confusion_matrix.png``: the chosen checkpoint's confusion matrix (needs its record; a checkpoint
+  rotated away keeps only its metrics);
+* ``precision_recall.png``: the chosen checkpoint's one-vs-rest precision-recall curve per class, from its
+  ``checkpoint_scores.npz`` (needs probabilities).
+
+"Chosen" is the leaderboard's ``best_checkpoint``; without a leaderboard, the best of the records by the
+objective stored in the latest record.
+
+matplotlib is an optional extra (``pip install 'trainer-ext[plot]'``), imported only here, when a report
+is written. Figures are drawn on matplotlib's Agg canvas directly (``Figure`` + ``FigureCanvasAgg``), never
+through pyplot, so the process's backend and pyplot's list of open figures are left alone: a notebook or a
+training script calling :func:`write_report` keeps its own backend. Reads files only; main process only.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from .leaderboard import candidates_of, existing_checkpoints, read_records
+from .objectives import Objective
+from .records import (
+    LEADERBOARD_FILENAME,
+    SCORES_FILENAME,
+    CheckpointRecord,
+    leaderboard_payload,
+    load_scores,
+    read_json,
+    render_leaderboard_markdown,
+    write_text_atomic,
+)
+from .selection import select_best
+
+__all__ = [
+    "REPORT_FILENAME",
+    "PER_CLASS_FIGURE",
+    "CONFUSION_FIGURE",
+    "PRECISION_RECALL_FIGURE",
+    "write_report",
+]
+
+REPORT_FILENAME = "report.md"
+PER_CLASS_FIGURE = "per_class_metrics.png"
+CONFUSION_FIGURE = "confusion_matrix.png"
+PRECISION_RECALL_FIGURE = "precision_recall.png"
+MAX_CLASSES_PLOTTED = 12  # one panel per class; more would be unreadable
+INSTALL_HINT = "pip install 'trainer-ext[plot]'"
+
+
+def _matplotlib() -> tuple[Any, Any]:
+    """``(Figure, FigureCanvasAgg)``, or ImportError saying how to install the extra."""
+    try:
+        from matplotlib.backends.backend_agg import FigureCanvasAgg
+        from matplotlib.figure import Figure
+    except ImportError as exc:
+        raise ImportError(f"the report draws its figures with matplotlib, which is not installed: {INSTALL_HINT}") from exc
+    return Figure, FigureCanvasAgg
+
+
+@dataclass(frozen=True)
+class _Marks:
+    """What the report marks: the chosen checkpoint and the lowest-loss one (either may be None)."""
+
+    objective: Objective | None
+    chosen: CheckpointRecord | None
+    reason: str
+    reference: CheckpointRecord | None
+    reference_label: str  # "lowest log_loss" or "highest accuracy"
+    reference_key: str
+    payload: Mapping[str, Any] | None  # the leaderboard shown in the report
+
+
+def write_report(output_dir: str | os.PathLike, out_dir: str | os.PathLike | None = None) -> Path:
+    """Write ``report.md`` and its PNG figures for the checkpoints of ``output_dir``; return the path of
+    ``report.md``.
+
+    Args:
+        output_dir: the Trainer's output folder, holding ``checkpoint-<step>`` folders with records
+            (``checkpoint_metrics.json``) and, usually, ``checkpoint_leaderboard.json``.
+        out_dir: where to write (created if needed). Default: ``<output_dir>/report``.
+
+    Raises:
+        ImportError: matplotlib is not installed (the message says ``pip install 'trainer-ext[plot]'``).
+        FileNotFoundError: ``output_dir`` does not exist or holds no record.
+        SchemaVersionError: a record or the leaderboard is newer than this library.
+    """
+    Figure, Canvas = _matplotlib()
+    output_dir = Path(output_dir)
+    out = Path(out_dir) if out_dir is not None else output_dir / "report"
+    records = read_records(output_dir)
+    if not records:
+        raise FileNotFoundError(
+            f"{output_dir}: no checkpoint_metrics.json record to report on; run 'trainer-ext evaluate {output_dir} --data FILE'."
+        )
+    ordered = sorted(records.values(), key=lambda r: (r.global_step, r.checkpoint))
+    marks = _marks(output_dir, records)
+    out.mkdir(parents=True, exist_ok=True)
+
+    sections: list[str] = []
+    names = list(ordered[-1].labels)
+    figure = _per_class_figure(Figure, ordered, names, marks)
+    _save(Canvas, figure, out / PER_CLASS_FIGURE)
+    shown = "" if len(names) <= MAX_CLASSES_PLOTTED else f" (the first {MAX_CLASSES_PLOTTED} of {len(names)} classes)"
+    sections += [
+        "## Per-class precision, recall and F1 across checkpoints",
+        "",
+        f"![Per-class precision, recall and F1 by global step]({PER_CLASS_FIGURE})",
+        "",
+        f"One panel per class{shown}; x is the global step. Solid vertical line: the chosen checkpoint"
+        + (f" ({marks.chosen.checkpoint})" if marks.chosen else "")
+        + f"; dashed: the checkpoint with the {marks.reference_label}"
+        + (f" ({marks.reference.checkpoint})" if marks.reference else "")
+        + ".",
+        "",
+    ]
+
+    chosen = marks.chosen
+    if chosen is not None and chosen.confusion_matrix:
+        _save(Canvas, _confusion_figure(Figure, chosen), out / CONFUSION_FIGURE)
+        sections += [f"## Confusion matrix of {chosen.checkpoint}", "", f"![Confusion matrix]({CONFUSION_FIGURE})", ""]
+        sections += _confusion_table(chosen) + [""]
+    elif chosen is not None:
+        sections += [f"## Confusion matrix of {chosen.checkpoint}", "", _missing(chosen, "confusion matrix"), ""]
+
+    if chosen is not None:
+        sections.append(f"## Precision-recall curves of {chosen.checkpoint}")
+        sections.append("")
+        scores = _scores(output_dir / chosen.checkpoint)
+        if scores is not None and scores.get("probabilities") is not None:
+            _save(Canvas, _precision_recall_figure(Figure, chosen, scores), out / PRECISION_RECALL_FIGURE)
+            sections += [
+                f"![Precision-recall curves]({PRECISION_RECALL_FIGURE})",
+                "",
+                "One-vs-rest per class, from the saved per-example probabilities (checkpoint_scores.npz).",
+            ]
+        else:
+            sections.append(_missing(chosen, "per-example probabilities (checkpoint_scores.npz)"))
+        sections.append("")
+
+    if marks.payload is not None:
+        table = render_leaderboard_markdown(marks.payload).split("\n")
+        sections += ["## Leaderboard", ""] + [line for line in table[1:] if not line.startswith("Objective:")]
+
+    text = "\n".join(_summary(output_dir, ordered, marks) + [""] + sections).rstrip() + "\n"
+    path = out / REPORT_FILENAME
+    write_text_atomic(path, text)
+    return path
+
+
+# ---- what is marked ---------------------------------------------------------------------------------
+
+
+def _marks(output_dir: Path, records: Mapping[str, CheckpointRecord]) -> _Marks:
+    payload: Mapping[str, Any] | None = None
+    objective: Objective | None = None
+    board_path = output_dir / LEADERBOARD_FILENAME
+    if board_path.is_file():
+        payload = read_json(board_path)
+        chosen_name, reason = payload.get("best_checkpoint"), str(payload.get("reason") or "")
+        try:
+            objective = Objective.from_dict(payload["objective"])
+        except Exception:  # an objective this version cannot rebuild is still reported by name
+            objective = None
+    else:
+        latest = max(records.values(), key=lambda r: r.global_step)
+        objective = Objective.from_dict(latest.objective)
+        selection = select_best(candidates_of(records.values()), objective)
+        chosen_name, reason = selection.best_checkpoint, selection.reason
+        payload = leaderboard_payload(selection, records, existing_checkpoints(output_dir, records))
+    chosen = records.get(chosen_name) if chosen_name else None
+
+    with_loss = [r for r in records.values() if _finite(r.metrics.get("log_loss"))]
+    if with_loss:
+        reference = min(with_loss, key=lambda r: (r.metrics["log_loss"], r.global_step))
+        label, key = "lowest log_loss", "log_loss"
+    else:
+        with_accuracy = [r for r in records.values() if _finite(r.metrics.get("accuracy"))]
+        reference = max(with_accuracy, key=lambda r: (r.metrics["accuracy"], -r.global_step)) if with_accuracy else None
+        label, key = "highest accuracy", "accuracy"
+    return _Marks(objective, chosen, reason, reference, label, key, payload)
+
+
+def _finite(value: Any) -> bool:
+    return isinstance(value, (int, float)) and math.isfinite(value)
+
+
+def _summary(output_dir: Path, ordered: Sequence[CheckpointRecord], marks: _Marks) -> list[str]:
+    on_disk = sum(1 for r in ordered if (output_dir / r.checkpoint).is_dir())
+    lines = ["# Checkpoint report", "", f"Output folder: `{output_dir}`. {len(ordered)} checkpoints evaluated, {on_disk} on disk."]
+    held_out = next((r.eval_set for r in reversed(ordered) if r.eval_set), None)
+    if held_out:
+        lines.append(
+            f"Held-out set: {held_out.get('name', '?')}, {held_out.get('num_samples', '?')} examples, "
+            f"fingerprint `{held_out.get('fingerprint', '?')}`."
+        )
+    lines.append("")
+    if marks.objective is not None:
+        objective = marks.objective
+        text = f"Objective: **{objective.metric}** ({'higher' if objective.greater_is_better else 'lower'} is better)"
+        if objective.constraints:
+            text += f", constraints: {', '.join(str(c) for c in objective.constraints)}"
+        lines += [text + ".", ""]
+    if marks.chosen is not None:
+        metric = marks.objective.metric if marks.objective is not None else None
+        value = marks.chosen.metrics.get(metric) if metric else None
+        lines.append(
+            f"- **Chosen: {marks.chosen.checkpoint}** (step {marks.chosen.global_step}"
+            + (f", {metric} = {_fmt(value)}" if metric else "")
+            + f"). {marks.reason}"
+        )
+    else:
+        lines.append(f"- **Chosen: none**. {marks.reason or 'No checkpoint has a finite objective value.'}")
+    if marks.reference is not None:
+        lines.append(
+            f"- **{marks.reference_label[0].upper()}{marks.reference_label[1:]}: {marks.reference.checkpoint}** "
+            f"(step {marks.reference.global_step}, {marks.reference_key} = "
+            f"{_fmt(marks.reference.metrics.get(marks.reference_key))})"
+            + (" - the same checkpoint." if marks.chosen is not None and marks.reference.checkpoint == marks.chosen.checkpoint else ".")
+        )
+    return lines
+
+
+def _missing(record: CheckpointRecord, what: str) -> str:
+    return f"Not drawn: {record.checkpoint} has no {what} (its folder was rotated away, or it was saved without it)."
+
+
+def _fmt(value: Any) -> str:
+    if not _finite(value):
+        return "n/a"
+    return f"{value:.4f}"
+
+
+def _scores(folder: Path) -> dict[str, np.ndarray] | None:
+    if not (folder / SCORES_FILENAME).is_file():
+        return None
+    return load_scores(folder)
+
+
+def _confusion_table(record: CheckpointRecord) -> list[str]:
+    names = record.labels
+    lines = ["| true \\ predicted | " + " | ".join(names) + " |", "|" + "---|" * (len(names) + 1)]
+    for name, row in zip(names, record.confusion_matrix):
+        lines.append(f"| {name} | " + " | ".join(str(int(v)) for v in row) + " |")
+    return lines
+
+
+# ---- figures --------------------------------------------------------------------------------------------
+
+
+def _save(Canvas: Any, figure: Any, path: Path) -> None:
+    """Render on the Agg canvas into a temporary file, then replace ``path`` (never a half-written PNG)."""
+    Canvas(figure)
+    tmp = path.with_name(f".{path.name}.tmp")
+    try:
+        figure.savefig(tmp, format="png", dpi=110)
+        os.replace(tmp, path)
+    finally:
+        if tmp.exists():
+            tmp.unlink()
+
+
+def _per_class_figure(Figure: Any, ordered: Sequence[CheckpointRecord], names: Sequence[str], marks: _Marks) -> Any:
+    from .metrics import slugify
+
+    names = list(names)[:MAX_CLASSES_PLOTTED]
+    columns = min(len(names), 3)
+    rows = math.ceil(len(names) / columns)
+    figure = Figure(figsize=(4.6 * columns, 3.4 * rows + 0.6), layout="constrained")
+    axes = figure.subplots(rows, columns, squeeze=False).ravel()
+    steps = [r.global_step for r in ordered]
+    for ax, name in zip(axes, names):
+        slug = slugify(name)
+        for key, title, marker in (("precision", "precision", "o"), ("recall", "recall", "s"), ("f1", "F1", "^")):
+            values = [r.metrics.get(f"{key}_{slug}", math.nan) for r in ordered]
+            ax.plot(steps, [math.nan if v is None else v for v in values], marker=marker, label=title)
+        if marks.chosen is not None:
+            ax.axvline(marks.chosen.global_step, color="C3", linewidth=2.0, alpha=0.8,
+                       label=f"chosen: {marks.chosen.checkpoint}")
+        if marks.reference is not None:
+            ax.axvline(marks.reference.global_step, color="0.25", linestyle="--", linewidth=1.5,
+                       label=f"{marks.reference_label}: {marks.reference.checkpoint}")
+        ax.set_title(name)
+        ax.set_xlabel("global step")
+        ax.set_ylim(-0.03, 1.03)
+        ax.grid(alpha=0.3)
+    for ax in axes[len(names):]:
+        ax.set_visible(False)
+    axes[0].legend(loc="lower right", fontsize="small")
+    figure.suptitle("Held-out precision, recall and F1 per class")
+    return figure
+
+
+def _confusion_figure(Figure: Any, record: CheckpointRecord) -> Any:
+    cm = np.asarray(record.confusion_matrix, dtype=np.int64)
+    size = max(3.5, 0.7 * len(cm) + 2.5)
+    figure = Figure(figsize=(size + 1.0, size), layout="constrained")
+    ax = figure.subplots()
+    image = ax.imshow(cm, cmap="Blues")
+    figure.colorbar(image, ax=ax, label="examples")
+    threshold = cm.max() / 2 if cm.size else 0
+    for (i, j), count in np.ndenumerate(cm):
+        ax.text(j, i, str(count), ha="center", va="center", color="white" if count > threshold else "black")
+    ax.set_xticks(range(len(cm)), labels=record.labels, rotation=30, ha="right")
+    ax.set_yticks(range(len(cm)), labels=record.labels)
+    ax.set_xlabel("predicted class")
+    ax.set_ylabel("true class")
+    ax.set_title(f"{record.checkpoint} (step {record.global_step}), {int(cm.sum())} examples")
+    return figure
+
+
+def _precision_recall_figure(Figure: Any, record: CheckpointRecord, scores: Mapping[str, np.ndarray]) -> Any:
+    from sklearn.metrics import average_precision_score, precision_recall_curve
+
+    labels = np.asarray(scores["labels"])
+    probabilities = np.asarray(scores["probabilities"], dtype=np.float64)
+    figure = Figure(figsize=(6.0, 4.8), layout="constrained")
+    ax = figure.subplots()
+    for c, name in enumerate(record.labels[:MAX_CLASSES_PLOTTED]):
+        positive = labels == c
+        if not positive.any():
+            continue  # no example of this class: precision-recall is undefined
+        precision, recall, _ = precision_recall_curve(positive, probabilities[:, c])
+        ap = average_precision_score(positive, probabilities[:, c])
+        ax.step(recall, precision, where="post", label=f"{name} (AP {ap:.3f}, {int(positive.sum())} examples)")
+    ax.set_xlabel("recall")
+    ax.set_ylabel("precision")
+    ax.set_xlim(-0.02, 1.02)
+    ax.set_ylim(-0.02, 1.05)
+    ax.grid(alpha=0.3)
+    ax.legend(loc="lower left", fontsize="small")
+    ax.set_title(f"{record.checkpoint}: one-vs-rest precision-recall")
+    return figure
