@@ -43,7 +43,7 @@ from . import distributed
 from .checkpoint_io import load_weights
 from .errors import ConfigurationError, TrainerExtWarning
 from .evaluation import HeldOutSet, check_dataset_shape, evaluate_model, prepare_held_out
-from .metrics import class_slugs, metric_keys
+from .metrics import class_slugs, metric_keys, slugify
 from .objectives import Objective, as_objective, is_score_based
 from .scoring import CheckpointScores, Metric, SetResult, objective_set, score_checkpoint
 from .thresholds import CONFIG_KEY
@@ -260,6 +260,15 @@ class BestCheckpointCallback(TrainerCallback):
             return
         self._select(final=True)
         self._apply_best(args, state)
+        best_entry = self._selection.best if self._selection else None
+        if best_entry is not None and not best_entry.feasible:
+            warnings.warn(
+                f"BestCheckpointCallback: no checkpoint met {[str(c) for c in self.objective.constraints]}; "
+                f"{best_entry.checkpoint} was chosen by on_infeasible={self.objective.on_infeasible!r}. "
+                f"{self._selection.reason}",
+                TrainerExtWarning,
+                stacklevel=2,
+            )
         if state.is_world_process_zero and self.keep_top_k is not None:
             self._rotate(args)
         self._exists = self._existing_checkpoints(args)
@@ -286,6 +295,17 @@ class BestCheckpointCallback(TrainerCallback):
 
     def _prepare(self, args, model, processing_class) -> None:
         names = self.label_names or _label_names_of(model)
+        model_names = _label_names_of(model, required=False)
+        if self.label_names and model_names and not _generic(model_names) and [slugify(n) for n in model_names] != [
+            slugify(n) for n in self.label_names
+        ]:
+            warnings.warn(
+                f"BestCheckpointCallback: label_names={self.label_names} differ from the model's id2label "
+                f"{model_names}; class ids are read in label_names order. Check that id i means the same class "
+                f"in the held-out labels and in the model.",
+                TrainerExtWarning,
+                stacklevel=2,
+            )
         self._labels = [str(n) for n in names]
         self._slugs = class_slugs(names)
         self.objective.check_classes(len(self._slugs))
@@ -351,15 +371,25 @@ class BestCheckpointCallback(TrainerCallback):
             )
             for set_name, held_out in self._held_out.items()
         }
-        scores = score_checkpoint(
-            {k: SetResult(o.labels, o.predictions, o.probabilities) for k, o in outputs.items()},
-            self._slugs,
-            self.objective,
-            custom=self.custom_metrics,
-            modules=self.evaluate_modules,
-            custom_directions={m.name: m.greater_is_better for m in self.custom_metrics},
-        )
         checkpoint = f"{PREFIX_CHECKPOINT_DIR}-{state.global_step}"
+        broken = sum(int(np.isnan(o.probabilities).any(axis=1).sum()) for o in outputs.values() if o.probabilities is not None)
+        if broken:
+            warnings.warn(
+                f"BestCheckpointCallback: at {checkpoint} the model gave NaN scores for {broken} held-out example(s) "
+                f"(diverged training?); every metric of this checkpoint is NaN and it cannot be best.",
+                TrainerExtWarning,
+                stacklevel=2,
+            )
+            scores = _nan_scores(outputs, self._available, len(self._slugs))
+        else:
+            scores = score_checkpoint(
+                {k: SetResult(o.labels, o.predictions, o.probabilities) for k, o in outputs.items()},
+                self._slugs,
+                self.objective,
+                custom=self.custom_metrics,
+                modules=self.evaluate_modules,
+                custom_directions={m.name: m.greater_is_better for m in self.custom_metrics},
+            )
         target = objective_set(self.objective, list(outputs))
         if target in scores.predictions:
             self._predictions[checkpoint] = scores.predictions[target].astype(np.int16)
@@ -619,10 +649,26 @@ def _read_previous_predictions(output_dir: Path, records: Mapping[str, Checkpoin
     return out
 
 
-def _label_names_of(model) -> list[str]:
+def _generic(names: Sequence[str]) -> bool:
+    """transformers' placeholder names LABEL_0, LABEL_1, ..."""
+    return all(str(n) == f"LABEL_{i}" for i, n in enumerate(names))
+
+
+def _nan_scores(outputs: Mapping[str | None, Any], keys: Sequence[str], num_classes: int) -> CheckpointScores:
+    """A checkpoint whose model gave NaN scores: every metric NaN (never best), predictions as given."""
+    from .metrics import confusion_matrix
+
+    predictions = {k: np.nan_to_num(o.predictions).astype(np.int64) for k, o in outputs.items()}
+    cms = {k: confusion_matrix(outputs[k].labels, p, num_classes) for k, p in predictions.items()}
+    return CheckpointScores({k: math.nan for k in keys}, predictions, cms, notes=["NaN scores from the model"])
+
+
+def _label_names_of(model, *, required: bool = True) -> list[str] | None:
     config = getattr(model, "config", None)
     id2label = getattr(config, "id2label", None)
     if not id2label:
+        if not required:
+            return None
         raise ConfigurationError(
             "label_names: the model has no config.id2label; pass label_names=['NEGATIVE', 'POSITIVE', ...]."
         )

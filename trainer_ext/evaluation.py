@@ -312,20 +312,21 @@ def evaluate_model(
     shards = assign_batches(batches, held_out.lengths, world)
     mine = list(shards[me])
     forward_count = max(len(s) for s in shards)
+    # A rank with fewer batches repeats the cheapest batch and drops the result, so that every rank
+    # runs the same number of forward passes (FSDP / ZeRO-3 gather parameters inside forward).
+    spare = min(range(len(batches)), key=lambda b: (batch_cost(batches[b], held_out.lengths), b))
     device = _model_device(model)
     autocast, precision = precision_context(args, device)
     accepted = _forward_inputs(model)
 
     rows: list[np.ndarray] = []
     failure: BaseException | None = None
-    with_scores = True
+    gives_ids = False
     try:
         with eval_mode(model), autocast:
             for step in range(forward_count):
                 padding_pass = step >= len(mine)
-                # A rank with fewer batches repeats its smallest one (or the smallest overall) and drops the result.
-                batch_id = mine[step] if not padding_pass else (mine[-1] if mine else min(range(len(batches)), key=lambda b: batch_cost(batches[b], held_out.lengths)))
-                index = batches[batch_id]
+                index = batches[mine[step] if not padding_pass else spare]
                 features = [held_out.features[i] for i in index]
                 inputs = collate(features)
                 inputs = {
@@ -334,6 +335,7 @@ def evaluate_model(
                     if k not in _DROP and (accepted is None or k in accepted)
                 }
                 scores = _scores_of(model(**inputs))
+                gives_ids = scores.dim() == 1 and not torch.is_floating_point(scores)
                 if padding_pass:
                     continue
                 rows.append(_rows_from_scores(index, scores, num_classes))
@@ -358,12 +360,10 @@ def evaluate_model(
         )
     predictions = everything[:, 1].astype(np.int64)
     probabilities = everything[:, 2:].astype(np.float32)
-    if np.isnan(probabilities).all() and num_classes:
-        with_scores = False
     return EvalOutput(
         labels=held_out.labels,
         predictions=predictions,
-        probabilities=probabilities if with_scores else None,
+        probabilities=None if gives_ids else probabilities,  # NaN scores stay NaN: the caller decides
         seconds=time.perf_counter() - start,
         processes=world,
         precision=precision,

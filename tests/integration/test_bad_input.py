@@ -13,9 +13,9 @@ from datasets import Dataset
 sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "examples"))
 
 from synthetic_reviews import make_reviews, tiny_llama_classifier, tokenize_reviews, train_tokenizer  # noqa: E402
-from transformers import Trainer, TrainingArguments  # noqa: E402
+from transformers import Trainer, TrainerCallback, TrainingArguments  # noqa: E402
 
-from trainer_ext import BestCheckpointCallback, ConfigurationError, Objective  # noqa: E402
+from trainer_ext import BestCheckpointCallback, ConfigurationError, Objective, TrainerExtWarning  # noqa: E402
 
 
 @pytest.fixture(scope="module")
@@ -181,3 +181,46 @@ def test_string_labels_are_mapped_by_class_name(setup, tmp_path):
     _train_begin(setup, tmp_path, callback).train()
     entry = callback.leaderboard["entries"][0]
     assert entry["metrics"]["support_negative"] == sum(r["label"] == 0 for r in setup["rows"])
+
+
+# ---- data problems that warn (TrainerExtWarning) instead of stopping a run ---------------------------
+
+
+class _PoisonAtEpoch(TrainerCallback):
+    """Placed before BestCheckpointCallback: from the given epoch on, the classifier's weights are NaN."""
+
+    def __init__(self, epoch):
+        self.epoch = epoch
+
+    def on_epoch_end(self, args, state, control, model=None, **kwargs):
+        if round(state.epoch) >= self.epoch:
+            with torch.no_grad():
+                model.score.weight.fill_(float("nan"))
+
+
+def test_nan_scores_from_the_model_warn_and_are_never_best(setup, tmp_path):
+    callback = BestCheckpointCallback(setup["features"], "recall_negative")
+    trainer = _train_begin(setup, tmp_path, callback)
+    trainer.args.num_train_epochs = 2
+    trainer.add_callback(_PoisonAtEpoch(2))
+    trainer.callback_handler.callbacks.remove(callback)
+    trainer.callback_handler.callbacks.append(callback)  # poison first, then our evaluation
+    with pytest.warns(TrainerExtWarning, match=r"checkpoint-12 the model gave NaN scores for 48 held-out"):
+        trainer.train()
+    entries = {e["checkpoint"]: e for e in callback.leaderboard["entries"]}
+    assert entries["checkpoint-12"]["objective_value"] is None
+    assert callback.leaderboard["best_checkpoint"] == "checkpoint-6"
+
+
+def test_label_names_that_differ_from_the_model_warn(setup, tmp_path):
+    callback = BestCheckpointCallback(setup["features"], "recall_neg", label_names=["POS", "NEG"])
+    trainer = _train_begin(setup, tmp_path, callback)
+    with pytest.warns(TrainerExtWarning, match=r"label_names=\['POS', 'NEG'\] differ from the model's id2label"):
+        trainer.train()
+
+
+def test_constraint_never_met_warns_at_the_end(setup, tmp_path):
+    objective = Objective("recall_negative", constraints=["accuracy >= 1.01"])
+    trainer = _train_begin(setup, tmp_path, BestCheckpointCallback(setup["features"], objective))
+    with pytest.warns(TrainerExtWarning, match=r"no checkpoint met \['accuracy >= 1.01'\]; checkpoint-6 was chosen by on_infeasible='least_violation'"):
+        trainer.train()
