@@ -22,6 +22,7 @@ How it fits the Trainer's order of events at a step that saves (see TRAINER_NOTE
 
 from __future__ import annotations
 
+import copy
 import json
 import logging
 import math
@@ -557,7 +558,9 @@ class BestCheckpointCallback(TrainerCallback):
             logs["epoch"] = state.epoch
         state.log_history.append({**logs, "step": state.global_step})
         if self._handler is not None:
-            self._handler.on_log(args, state, control, logs)
+            # CallbackHandler.on_log clears control.should_log: hand it a copy, or the Trainer would skip
+            # its own loss log at this step.
+            self._handler.on_log(args, state, copy.copy(control), logs)
 
     def _existing_checkpoints(self, args) -> dict[str, bool]:
         """Which recorded checkpoints still exist: read on the main process, shared with every rank."""
