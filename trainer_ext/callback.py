@@ -172,6 +172,7 @@ class BestCheckpointCallback(TrainerCallback):
         self._true_best: tuple[int, float, str] | None = None  # what the gate hides, see module doc
         self._handler: CallbackHandler | None = None
         self._save_total_limit: int | None = None  # the user's, while keep_top_k rotates for the Trainer
+        self._sharded_trainer: Any = None  # the Trainer, only under DeepSpeed / FSDP (for its loader)
 
     # ---- public read-only views -------------------------------------------------------------
 
@@ -194,6 +195,11 @@ class BestCheckpointCallback(TrainerCallback):
     def on_train_begin(self, args, state, control, model=None, processing_class=None, **kwargs):
         distributed.check_launch(args.world_size)
         self._handler = _find_callback_handler(self)
+        trainer = _find_trainer()
+        sharded = trainer is not None and (
+            getattr(trainer, "is_deepspeed_enabled", False) or getattr(trainer, "is_fsdp_enabled", False)
+        )
+        self._sharded_trainer = trainer if sharded else None
         self._prepare(args, model, processing_class)
         if self.keep_top_k is not None:
             # The Trainer's rotation keeps only the newest and one best: we rotate instead (on_save).
@@ -283,6 +289,10 @@ class BestCheckpointCallback(TrainerCallback):
                     TrainerExtWarning,
                     stacklevel=2,
                 )
+            elif self._sharded_trainer is not None:
+                # DeepSpeed / FSDP shard the parameters: only the Trainer's own loader knows how to fill them.
+                logger.info("Loading the business-best checkpoint %s with the Trainer's loader", best)
+                self._sharded_trainer._load_best_model()
             else:
                 logger.info("Loading the business-best checkpoint %s", best)
                 load_weights(model, best)
@@ -721,6 +731,21 @@ def _find_callback_handler(callback) -> CallbackHandler | None:
         TrainerExtWarning,
         stacklevel=2,
     )
+    return None
+
+
+def _find_trainer():
+    """The running Trainer, from the call stack (on_train_begin is called from its training loop)."""
+    from transformers import Trainer
+
+    frame = sys._getframe(1)
+    for _ in range(12):
+        if frame is None:
+            return None
+        candidate = frame.f_locals.get("self")
+        if isinstance(candidate, Trainer):
+            return candidate
+        frame = frame.f_back
     return None
 
 

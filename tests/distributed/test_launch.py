@@ -215,6 +215,10 @@ class Scenario:
     # one process each (machine ranks 0..WORLD-1 on loopback); "torchrun": one torchrun of WORLD processes
 
 
+# scripts/gpu_distributed.sh sets TRAINER_EXT_GPU_CONFIG to an accelerate config file (DeepSpeed ZeRO-3,
+# FSDP) and runs these same tests on GPUs; on this CPU machine it is unset.
+GPU_CONFIG = os.environ.get("TRAINER_EXT_GPU_CONFIG")
+
 SCENARIOS = [
     Scenario("accelerate_101_examples", eval_size=101, launcher="accelerate"),  # N not divisible by W
     Scenario("two_machines_101_examples", eval_size=101, launcher="accelerate-machines"),
@@ -224,8 +228,18 @@ SCENARIOS = [
 ]
 
 
+if GPU_CONFIG:
+    SCENARIOS = [
+        Scenario("gpu_101_examples", eval_size=101, launcher="gpu-config"),
+        Scenario("gpu_1_example", eval_size=1, launcher="gpu-config"),
+    ]
+
+
 def launch_commands(scenario: Scenario, arguments: list[str]) -> list[list[str]]:
     port = str(free_port())
+    if scenario.launcher == "gpu-config":
+        return [[sys.executable, "-m", "accelerate.commands.launch", "--config_file", str(GPU_CONFIG),
+                 "--num_processes", str(WORLD), "--main_process_port", port, *arguments]]
     if scenario.launcher == "accelerate":
         return [accelerate_launch("--num_processes", str(WORLD), "--num_machines", "1", "--main_process_port", port)
                 + arguments]
@@ -271,7 +285,8 @@ def run(request, tmp_path_factory, tokenizer_dir) -> Run:
     base = tmp_path_factory.mktemp(scenario.name)
     out = base / "out"
     commands = launch_commands(scenario, worker_arguments(out, tokenizer_dir, scenario.eval_size))
-    launched = run_concurrently(commands, launch_env(), base / "logs")
+    env = launch_env(use_cpu=False, CUDA_VISIBLE_DEVICES=os.environ.get("CUDA_VISIBLE_DEVICES", "0,1")) if GPU_CONFIG else launch_env()
+    launched = run_concurrently(commands, env, base / "logs")
     check_succeeded(launched)
 
     ranks = [json.loads((out / f"rank{r}.json").read_text(encoding="utf-8")) for r in range(WORLD)]

@@ -50,6 +50,8 @@ def main() -> None:
     candidates = []
     for folder in cli.checkpoints:
         model = AutoModelForSequenceClassification.from_pretrained(folder)
+        if torch.cuda.is_available():  # scripts/gpu_distributed.sh: the reference runs on one GPU
+            model = model.cuda()
         names = [model.config.id2label[i] for i in sorted(model.config.id2label)]
         held_out = prepare_held_out(
             worker_train.held_out_dataset(tokenizer, cli.eval_size), name="holdout", label_names=names
