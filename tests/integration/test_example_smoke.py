@@ -1,0 +1,62 @@
+"""The end-to-end example runs, as a user would run it, with reduced sizes."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+EXAMPLE = REPO_ROOT / "examples" / "route_negative_reviews.py"
+TIMEOUT_SECONDS = 300
+
+
+def _text(stream: str | bytes | None) -> str:
+    # TimeoutExpired carries bytes even when the run asked for text.
+    if isinstance(stream, bytes):
+        return stream.decode(errors="replace")
+    return stream or ""
+
+
+def test_route_negative_reviews_runs_and_names_the_chosen_checkpoint(tmp_path):
+    command = [
+        sys.executable, str(EXAMPLE),
+        "--train-size", "200", "--eval-size", "101", "--epochs", "2",
+        "--output-dir", str(tmp_path),
+    ]
+    env = {
+        **os.environ,
+        # The repo root first: trainer_ext imports without an install, too.
+        "PYTHONPATH": os.pathsep.join(filter(None, [str(REPO_ROOT), os.environ.get("PYTHONPATH")])),
+        "HF_HUB_OFFLINE": "1",
+        "TRANSFORMERS_OFFLINE": "1",
+        "HF_DATASETS_OFFLINE": "1",
+        "TOKENIZERS_PARALLELISM": "false",
+    }
+    try:
+        completed = subprocess.run(
+            command, cwd=REPO_ROOT, env=env, capture_output=True, text=True, timeout=TIMEOUT_SECONDS
+        )
+    except subprocess.TimeoutExpired as error:
+        pytest.fail(
+            f"the example did not finish within {TIMEOUT_SECONDS} s.\n"
+            f"stdout:\n{_text(error.stdout)[-3000:]}\nstderr:\n{_text(error.stderr)[-6000:]}"
+        )
+    assert completed.returncode == 0, (
+        f"the example exited with {completed.returncode}.\n"
+        f"stdout:\n{completed.stdout[-3000:]}\nstderr:\n{completed.stderr[-6000:]}"
+    )
+
+    leaderboard_path = tmp_path / "checkpoint_leaderboard.json"
+    assert leaderboard_path.is_file(), f"no {leaderboard_path.name}; files: {sorted(p.name for p in tmp_path.iterdir())}"
+    leaderboard = json.loads(leaderboard_path.read_text(encoding="utf-8"))
+    assert len(leaderboard["entries"]) == 2, leaderboard
+
+    chosen = Path(str(leaderboard["best_checkpoint"])).name
+    assert chosen.startswith("checkpoint-"), leaderboard["best_checkpoint"]
+    last_line = completed.stdout.strip().splitlines()[-1]
+    assert chosen in last_line, f"the closing sentence does not name {chosen}:\n{completed.stdout}"
