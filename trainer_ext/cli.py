@@ -18,6 +18,7 @@ The reason is one line on stderr, without a traceback. Results go to stdout; not
 from __future__ import annotations
 
 import argparse
+import bisect
 import dataclasses
 import json
 import math
@@ -28,30 +29,24 @@ from collections.abc import Collection, Mapping, Sequence
 from pathlib import Path
 from typing import Any, NoReturn
 
-import numpy as np
-
 from .errors import ConfigurationError, InfeasibleObjectiveError, SchemaVersionError
 from .leaderboard import (
+    Ranking,
+    build_record,
     checkpoint_folders,
     checkpoint_step,
-    existing_checkpoints,
+    rank_records,
     read_records,
+    save_set_scores,
     write_best_into_trainer_state,
     write_leaderboard,
+    write_threshold_into_config,
 )
 from .objectives import Constraint, Objective, known_direction
-from .records import (
-    LEADERBOARD_FILENAME,
-    SCORES_FILENAME,
-    CheckpointRecord,
-    leaderboard_payload,
-    load_scores,
-    read_json,
-    render_leaderboard_markdown,
-)
-from .selection import Candidate, Selection, select_best
+from .records import LEADERBOARD_FILENAME, CheckpointRecord, read_json, render_leaderboard_markdown
+from .selection import Candidate, select_best
 
-__all__ = ["main", "CommandError", "Ranking", "rank_records"]
+__all__ = ["main", "CommandError"]
 
 PROG = "trainer-ext"
 EXIT_OK, EXIT_UNUSABLE, EXIT_USAGE = 0, 1, 2
@@ -66,9 +61,10 @@ _TOKENIZER_FILES = (
 class CommandError(Exception):
     """A reason to stop: printed as one line on stderr; ``status`` is the exit status."""
 
-    def __init__(self, message: str, status: int = EXIT_UNUSABLE) -> None:
+    def __init__(self, message: str, status: int = EXIT_UNUSABLE, *, where: str | None = None) -> None:
         super().__init__(" ".join(str(message).split()))  # one line, whatever the message held
         self.status = status
+        self.where = where  # the (sub)command, when it is known better than from the parsed options
 
 
 # ---- entry point ---------------------------------------------------------------------------------
@@ -85,7 +81,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except SystemExit as exc:  # --help
         return int(exc.code or 0)
     except CommandError as exc:
-        return _fail(command, str(exc), exc.status)
+        return _fail(exc.where or command, str(exc), exc.status)
     except (ConfigurationError, InfeasibleObjectiveError) as exc:
         return _fail(command, str(exc), EXIT_USAGE if isinstance(exc, ConfigurationError) else EXIT_UNUSABLE)
     except SchemaVersionError as exc:
@@ -93,7 +89,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 def _fail(command: str, message: str, status: int) -> int:
-    where = f"{PROG} {command}" if command != "?" else PROG
+    where = command if command.startswith(PROG) else f"{PROG} {command}" if command != "?" else PROG
     rank = _process_rank()
     prefix = f"[rank {rank}] " if rank else ""
     print(f"{prefix}{where}: error: {' '.join(message.split())}", file=sys.stderr)
@@ -117,7 +113,7 @@ class _Parser(argparse.ArgumentParser):
     """argparse, but a usage error is one line (and exit status 2) like every other error."""
 
     def error(self, message: str) -> NoReturn:
-        raise CommandError(f"{message} (see '{self.prog} --help')", EXIT_USAGE)
+        raise CommandError(f"{message} (see '{self.prog} --help')", EXIT_USAGE, where=self.prog)
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -244,7 +240,9 @@ def _cost_matrix(text: str) -> list[list[float]]:
     return value
 
 
-def _build_objective(spec: _ObjectiveOptions, available: Collection[str], *, num_classes: int | None) -> Objective:
+def _build_objective(
+    spec: _ObjectiveOptions, available: Collection[str], *, num_classes: int | None, source: str = "in the records"
+) -> Objective:
     """An :class:`Objective` whose every key exists in ``available``, with its direction checked.
 
     Keys are checked first (a typo is reported as unknown, with the keys that exist), then the direction:
@@ -263,13 +261,13 @@ def _build_objective(spec: _ObjectiveOptions, available: Collection[str], *, num
             hint = " (add --cost-matrix to compute it)" if "expected_cost" in missing else ""
             shown = ", ".join(repr(k) for k in missing)
             raise CommandError(
-                f"{flag}: unknown metric key {shown}{hint}. Keys in the records: {', '.join(sorted(available))}.",
+                f"{flag}: unknown metric key {shown}{hint}. Keys {source}: {', '.join(sorted(available))}.",
                 EXIT_USAGE,
             )
     known = known_direction(spec.metric)
     if spec.greater_is_better is None and known is None:
         raise CommandError(
-            f"--objective: {spec.metric!r} is not a built-in metric key, so its direction is unknown; "
+            f"--objective: trainer_ext knows no direction for {spec.metric!r}; "
             f"add --maximize (higher is better) or --minimize (lower is better).",
             EXIT_USAGE,
         )
@@ -304,127 +302,6 @@ def _build_objective(spec: _ObjectiveOptions, available: Collection[str], *, num
 # ---- rank ------------------------------------------------------------------------------------------
 
 
-@dataclasses.dataclass(frozen=True)
-class Ranking:
-    """The checkpoints of an output folder ranked by an objective.
-
-    ``records`` are the input records with the metrics the objective derived (``expected_cost``) and
-    the ranking fields (``objective``, ``objective_value``, ``feasible``, ``violations``) of this
-    objective; ``payload`` is the content of ``checkpoint_leaderboard.json`` for this ranking.
-    """
-
-    selection: Selection
-    records: dict[str, CheckpointRecord]
-    exists: dict[str, bool]
-    payload: dict[str, Any]
-    notes: tuple[str, ...]
-
-
-def rank_records(
-    records: Mapping[str, CheckpointRecord],
-    objective: Objective,
-    *,
-    output_dir: str | os.PathLike,
-    exists: Mapping[str, bool] | None = None,
-    comparison: Mapping[str, Any] | None = None,
-) -> Ranking:
-    """Rank ``records`` by ``objective`` (final selection), deriving the keys the records lack.
-
-    ``expected_cost`` comes from each record's confusion matrix (or, when it has none, from the
-    labels and predictions in its ``checkpoint_scores.npz``); any other key a record lacks is computed
-    from its saved scores when they exist. A key that cannot be derived stays missing: that checkpoint's
-    value is NaN and it is never best. A record keeps its bootstrap interval only when it was computed
-    for this same objective.
-    """
-    output_dir = Path(output_dir)
-    notes: list[str] = []
-    derived: dict[str, dict[str, float]] = {}
-    underivable: list[str] = []
-    for name, record in records.items():
-        metrics = dict(record.metrics)
-        missing = [k for k in objective.keys if k not in metrics or (k == "expected_cost")]
-        if missing:
-            metrics.update(_derive(record, output_dir / name, missing, objective))
-            if any(k not in metrics for k in missing):
-                underivable.append(name)
-        derived[name] = metrics
-    if underivable:
-        keys = sorted({k for k in objective.keys for n in underivable if k not in derived[n]})
-        notes.append(
-            f"{', '.join(sorted(underivable, key=_step_of))}: no confusion matrix or saved scores to compute "
-            f"{', '.join(keys)} (folder rotated away or saved without scores); ranked as missing."
-        )
-    selection = select_best(
-        [Candidate(r.checkpoint, r.global_step, derived[n]) for n, r in records.items()], objective, final=True
-    )
-    ranked = {r.checkpoint: r for r in selection.ranking}
-    same = objective.to_dict()
-    new_records = {
-        name: dataclasses.replace(
-            record,
-            metrics=derived[name],
-            objective=same,
-            objective_value=ranked[name].objective_value,
-            feasible=ranked[name].feasible,
-            violations=dict(ranked[name].violations),
-            **({"objective_interval": _same_objective_interval(record, same)}
-               if "objective_interval" in CheckpointRecord.__dataclass_fields__ else {}),
-        )
-        for name, record in records.items()
-    }
-    if exists is None:
-        exists = existing_checkpoints(output_dir, new_records)
-    # A paired comparison (best against runner-up) stays only when it is about this same best.
-    keep = comparison is not None and comparison.get("first") == selection.best_checkpoint
-    payload = leaderboard_payload(selection, new_records, exists, **({"comparison": comparison} if keep else {}))
-    fingerprints = {r.eval_set.get("fingerprint") for r in records.values() if r.eval_set.get("fingerprint")}
-    if len(fingerprints) > 1:
-        notes.append(
-            f"the records come from {len(fingerprints)} different held-out sets (fingerprints "
-            f"{', '.join(sorted(fingerprints))}); their values are not comparable. Re-run 'trainer-ext evaluate'."
-        )
-    return Ranking(selection, new_records, dict(exists), payload, tuple(notes))
-
-
-def _same_objective_interval(record: CheckpointRecord, objective: Mapping[str, Any]) -> Any:
-    interval = getattr(record, "objective_interval", None)
-    return interval if interval is not None and record.objective == objective else None
-
-
-def _step_of(name: str) -> int:
-    step = checkpoint_step(name)
-    return -1 if step is None else step
-
-
-def _derive(record: CheckpointRecord, folder: Path, keys: Sequence[str], objective: Objective) -> dict[str, float]:
-    """Values of ``keys`` for one checkpoint, from its confusion matrix or saved scores."""
-    out: dict[str, float] = {}
-    scores: dict[str, np.ndarray] | None = None
-    if (folder / SCORES_FILENAME).is_file():
-        scores = load_scores(folder)
-    if "expected_cost" in keys and objective.cost_matrix is not None:
-        cm = np.asarray(record.confusion_matrix, dtype=np.int64)
-        if cm.size == 0 and scores is not None:
-            from .metrics import confusion_matrix
-
-            cm = confusion_matrix(scores["labels"], scores["predictions"], len(record.labels))
-        if cm.size:
-            from .uncertainty import expected_cost
-
-            prior = np.asarray(objective.class_prior) if objective.class_prior is not None else None
-            out["expected_cost"] = float(expected_cost(cm, np.asarray(objective.cost_matrix), prior))
-    rest = [k for k in keys if k != "expected_cost" and k not in record.metrics]
-    if rest and scores is not None and len(record.labels) >= 2:
-        from .metrics import class_slugs, compute_metrics
-
-        computed = compute_metrics(
-            scores["labels"], scores["predictions"], scores.get("probabilities"),
-            label_names=class_slugs(record.labels),
-        )
-        out.update({k: computed[k] for k in rest if k in computed})
-    return out
-
-
 def _load_output_dir(output_dir: Path) -> dict[str, CheckpointRecord]:
     """The records of ``output_dir``, or a CommandError naming what is missing."""
     if not output_dir.exists():
@@ -456,27 +333,13 @@ def _available_keys(records: Mapping[str, CheckpointRecord]) -> set[str]:
     return {key for record in records.values() for key in record.metrics}
 
 
-def _previous_comparison(output_dir: Path, ranking_objective: Objective) -> Mapping[str, Any] | None:
-    """The leaderboard's paired comparison, kept only when it was made for the same objective."""
-    path = output_dir / LEADERBOARD_FILENAME
-    if not path.is_file():
-        return None
-    board = read_json(path)
-    if board.get("objective") == ranking_objective.to_dict():
-        return board.get("comparison")
-    return None
-
-
 def _command_rank(options: argparse.Namespace) -> int:
     spec = _objective_options(options)
     assert spec is not None  # --objective is required by the parser
     records = _load_output_dir(options.output_dir)
     labels = next(iter(records.values())).labels
     objective = _build_objective(spec, _available_keys(records), num_classes=len(labels) or None)
-    ranking = rank_records(
-        records, objective, output_dir=options.output_dir,
-        comparison=_previous_comparison(options.output_dir, objective),
-    )
+    ranking = rank_records(records, objective, output_dir=options.output_dir)
     for note in ranking.notes:
         _note(note)
     if options.apply:
@@ -510,23 +373,17 @@ def _apply(output_dir: Path, ranking: Ranking) -> None:
             f"disk (rotated away by save_total_limit), so the Trainer could not load it; nothing was changed."
         )
     prefix = _best_model_prefix(output_dir)
-    candidates = sorted(
-        (Candidate(r.checkpoint, r.global_step, r.metrics) for r in ranking.records.values()),
-        key=lambda c: c.global_step,
-    )
+    so_far = _best_so_far(ranking)
+    steps = sorted(so_far)
     rewritten = 0
     for folder in checkpoint_folders(output_dir):
-        step = checkpoint_step(folder.name)
-        earlier = [c for c in candidates if c.global_step <= step]
-        if len(earlier) == len(candidates):
-            so_far = best
-        else:
-            so_far = select_best(earlier, selection.objective).best if earlier else None
+        position = bisect.bisect_right(steps, checkpoint_step(folder.name))
+        best_then = so_far[steps[position - 1]] if position else None  # the last recorded step up to this one
         if write_best_into_trainer_state(
             folder,
-            best_metric=None if so_far is None else so_far.objective_value,
-            best_global_step=None if so_far is None else so_far.global_step,
-            best_model_checkpoint=None if so_far is None else os.path.join(prefix, so_far.checkpoint),
+            best_metric=None if best_then is None else best_then.objective_value,
+            best_global_step=None if best_then is None else best_then.global_step,
+            best_model_checkpoint=None if best_then is None else os.path.join(prefix, best_then.checkpoint),
         ):
             rewritten += 1
     write_leaderboard(output_dir, ranking.payload)
@@ -534,6 +391,36 @@ def _apply(output_dir: Path, ranking: Ranking) -> None:
         f"applied: {best.checkpoint} is the best ({selection.objective.metric} = {best.objective_value:.6g}); "
         f"rewrote {rewritten} trainer_state.json file(s) and {LEADERBOARD_FILENAME} / .md"
     )
+
+
+def _best_so_far(ranking: Ranking) -> dict[int, Any]:
+    """The best checkpoint among those up to each recorded step, by step (the last one is the overall best).
+
+    Selection walks the checkpoints in step order with an incumbent (see :mod:`trainer_ext.selection`), so
+    the best up to a step is the best of two: the best up to the step before, and this step's checkpoint.
+    That makes every prefix cost one comparison instead of a selection over the whole prefix.
+    """
+    objective = ranking.selection.objective
+    candidates = sorted(
+        (Candidate(r.checkpoint, r.global_step, r.metrics) for r in ranking.records.values()),
+        key=lambda c: (c.global_step, c.checkpoint),
+    )
+    best: dict[int, Any] = {}
+    incumbent: Candidate | None = None
+    for candidate in candidates:
+        pair = [incumbent, candidate] if incumbent is not None else [candidate]
+        chosen = select_best(pair, objective, **_p_value_of(ranking)).best
+        if chosen is not None:
+            incumbent = next(c for c in pair if c.checkpoint == chosen.checkpoint)
+        best[candidate.global_step] = chosen
+    overall = ranking.selection.best
+    if candidates and overall is not None:
+        best[candidates[-1].global_step] = overall
+    return best
+
+
+def _p_value_of(ranking: Ranking) -> dict[str, Any]:
+    return {"p_value": ranking.p_value} if ranking.selection.objective.require_significance else {}
 
 
 def _best_model_prefix(output_dir: Path) -> str:
@@ -668,8 +555,11 @@ def _start_processes() -> Any:
     launched = int(os.environ.get("WORLD_SIZE", "1") or 1)
     if launched > 1:
         from accelerate import PartialState
+        from accelerate.utils import parse_flag_from_env
 
-        state = PartialState()
+        # accelerate launch passes the CPU choice in ACCELERATE_USE_CPU; PartialState reads it only
+        # through its argument (AcceleratorState reads the variable), and without it sees one process.
+        state = PartialState(cpu=parse_flag_from_env("ACCELERATE_USE_CPU"))
         distributed.check_launch(state.num_processes)
         return state.device
     return torch.device("cuda" if torch.cuda.is_available() else "cpu")
@@ -690,7 +580,12 @@ def _command_evaluate(options: argparse.Namespace) -> int:
         raise CommandError(f"--tokenizer: {str(options.tokenizer)!r} is not a folder.")
     from . import distributed  # torch from here on
 
+    from transformers.utils import logging as transformers_logging
+
     device = _start_processes()
+    # Our progress lines go to stderr; transformers' per-load progress bars would bury them.
+    bars = transformers_logging.is_progress_bar_enabled()
+    transformers_logging.disable_progress_bar()
     try:
         # Decisions that read the file system are made on the main process and shared, so every rank
         # evaluates the same folders with the same objective, or every rank stops with the same reason.
@@ -699,6 +594,8 @@ def _command_evaluate(options: argparse.Namespace) -> int:
         distributed.barrier()
         return status
     finally:
+        if bars:
+            transformers_logging.enable_progress_bar()
         _stop_processes()
 
 
@@ -745,7 +642,8 @@ def _evaluate_folders(
 
     from . import distributed
     from .evaluation import evaluate_model, prepare_held_out
-    from .metrics import class_slugs, compute_metrics, confusion_matrix, metric_keys
+    from .metrics import class_slugs, metric_keys
+    from .scoring import SetResult, score_checkpoint
 
     main_process = distributed.is_main()
     rows = _read_data(options.data, options.text_column, options.label_column)
@@ -753,7 +651,7 @@ def _evaluate_folders(
     shared_tokenizer = AutoTokenizer.from_pretrained(options.tokenizer) if options.tokenizer is not None else None
     held_out_cache: dict[Any, Any] = {}
     objective: Objective | None = None
-    evaluated: dict[str, tuple[CheckpointRecord, Any]] = {}
+    evaluated: dict[str, tuple[CheckpointRecord, Any, Any]] = {}
     started = time.perf_counter()
     for number, name in enumerate(names, 1):
         folder = output_dir / name
@@ -771,9 +669,17 @@ def _evaluate_folders(
         if objective is None:
             available = metric_keys(slugs, with_scores=True)
             if spec is not None:
-                objective = _build_objective(spec, available, num_classes=len(slugs))
+                objective = _build_objective(spec, available, num_classes=len(slugs), source="for this model's classes")
             elif stored_objective is not None:
                 objective = Objective.from_dict(stored_objective)
+                computable = set(available) | ({"expected_cost"} if objective.cost_matrix is not None else set())
+                missing = [k for k in objective.keys if k not in computable]
+                if missing:
+                    raise CommandError(
+                        f"--objective: the leaderboard's objective reads {missing}, which 'trainer-ext evaluate' cannot "
+                        f"compute from one held-out file (custom metrics, several held-out sets); pass --objective KEY.",
+                        EXIT_USAGE,
+                    )
             else:
                 objective = Objective("f1_macro")
             objective.check_classes(len(slugs))
@@ -801,20 +707,17 @@ def _evaluate_folders(
             model, held_out, collate=DataCollatorWithPadding(tokenizer), batch_size=options.batch_size,
             num_classes=len(slugs),
         )
-        metrics = compute_metrics(output.labels, output.predictions, output.probabilities, label_names=slugs)
-        epoch = _epoch_of(folder)
-        record = CheckpointRecord(
+        # The callback's own scoring: metrics, expected_cost, a tuned threshold, the bootstrap interval.
+        scores = score_checkpoint({None: SetResult(output.labels, output.predictions, output.probabilities)}, slugs, objective)
+        record = build_record(
             checkpoint=name,
             global_step=checkpoint_step(name),
-            epoch=epoch,
+            epoch=_epoch_of(folder),
             labels=label_names,
-            num_samples=len(held_out),
-            metrics=metrics,
-            confusion_matrix=confusion_matrix(output.labels, output.predictions, len(slugs)).tolist(),
-            objective=objective.to_dict(),
-            objective_value=None,
-            feasible=False,
-            eval_set={"name": held_out.name, "num_samples": len(held_out), "fingerprint": held_out.fingerprint},
+            name=held_out.name,
+            held_out={None: (len(held_out), held_out.fingerprint)},
+            scores=scores,
+            objective=objective,
             evaluation={
                 "processes": output.processes,
                 "precision": output.precision,
@@ -822,7 +725,7 @@ def _evaluate_folders(
                 "batch_size": options.batch_size,
             },
         )
-        evaluated[name] = (record, output)
+        evaluated[name] = (record, output, scores)
         if main_process:
             rate = len(held_out) / output.seconds if output.seconds > 0 else float("inf")
             _note(
@@ -832,15 +735,18 @@ def _evaluate_folders(
         del model
 
     assert objective is not None  # at least one folder was evaluated
-    records = {name: record for name, (record, _) in evaluated.items()}
-    exists = {name: True for name in records}
-    ranking = rank_records(records, objective, output_dir=output_dir, exists=exists)
+    records = {name: record for name, (record, _, _) in evaluated.items()}
+    predictions = {name: (output.labels, scores.predictions[None]) for name, (_, output, scores) in evaluated.items()}
+    ranking = rank_records(
+        records, objective, output_dir=output_dir, exists={name: True for name in records}, predictions=predictions
+    )
     if main_process:
-        from .records import save_scores
-
-        for name, (_, output) in evaluated.items():
-            ranking.records[name].write(output_dir / name)
-            save_scores(output_dir / name, output.labels, output.predictions, output.probabilities)
+        for name, (_, output, scores) in evaluated.items():
+            folder = output_dir / name
+            ranking.records[name].write(folder)
+            save_set_scores(folder, {None: output}, scores.predictions)
+            if scores.threshold is not None:
+                write_threshold_into_config(folder, scores.threshold)
         write_leaderboard(output_dir, ranking.payload)
         for note in ranking.notes:
             _note(note)

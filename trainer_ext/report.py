@@ -150,12 +150,15 @@ def write_report(output_dir: str | os.PathLike, out_dir: str | os.PathLike | Non
                 "One-vs-rest per class, from the saved per-example probabilities (checkpoint_scores.npz).",
             ]
         else:
-            sections.append(_missing(chosen, "per-example probabilities (checkpoint_scores.npz)"))
+            sections.append(_missing(chosen, "saved per-example probabilities (checkpoint_scores.npz)"))
         sections.append("")
 
     if marks.payload is not None:
-        table = render_leaderboard_markdown(marks.payload).split("\n")
-        sections += ["## Leaderboard", ""] + [line for line in table[1:] if not line.startswith("Objective:")]
+        # The leaderboard's own table, without its title and objective line (said above).
+        table = [line for line in render_leaderboard_markdown(marks.payload).split("\n")[1:] if not line.startswith("Objective:")]
+        while table and not table[0].strip():
+            table.pop(0)
+        sections += ["## Leaderboard", ""] + table
 
     text = "\n".join(_summary(output_dir, ordered, marks) + [""] + sections).rstrip() + "\n"
     path = out / REPORT_FILENAME
@@ -172,6 +175,10 @@ def _marks(output_dir: Path, records: Mapping[str, CheckpointRecord]) -> _Marks:
     board_path = output_dir / LEADERBOARD_FILENAME
     if board_path.is_file():
         payload = read_json(board_path)
+        # "on disk" as it is now: the file says what it was when the leaderboard was last written.
+        payload["entries"] = [
+            {**entry, "exists": (output_dir / entry["checkpoint"]).is_dir()} for entry in payload.get("entries", [])
+        ]
         chosen_name, reason = payload.get("best_checkpoint"), str(payload.get("reason") or "")
         try:
             objective = Objective.from_dict(payload["objective"])
@@ -237,7 +244,7 @@ def _summary(output_dir: Path, ordered: Sequence[CheckpointRecord], marks: _Mark
 
 
 def _missing(record: CheckpointRecord, what: str) -> str:
-    return f"Not drawn: {record.checkpoint} has no {what} (its folder was rotated away, or it was saved without it)."
+    return f"Not drawn: {record.checkpoint} has no {what}; its folder was rotated away, or saved without it."
 
 
 def _fmt(value: Any) -> str:
@@ -276,6 +283,8 @@ def _save(Canvas: Any, figure: Any, path: Path) -> None:
 
 
 def _per_class_figure(Figure: Any, ordered: Sequence[CheckpointRecord], names: Sequence[str], marks: _Marks) -> Any:
+    from matplotlib.ticker import MaxNLocator
+
     from .metrics import slugify
 
     names = list(names)[:MAX_CLASSES_PLOTTED]
@@ -297,6 +306,7 @@ def _per_class_figure(Figure: Any, ordered: Sequence[CheckpointRecord], names: S
                        label=f"{marks.reference_label}: {marks.reference.checkpoint}")
         ax.set_title(name)
         ax.set_xlabel("global step")
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
         ax.set_ylim(-0.03, 1.03)
         ax.grid(alpha=0.3)
     for ax in axes[len(names):]:
