@@ -23,7 +23,6 @@ How it fits the Trainer's order of events at a step that saves (see TRAINER_NOTE
 from __future__ import annotations
 
 import copy
-import json
 import logging
 import math
 import os
@@ -46,21 +45,22 @@ from .errors import ConfigurationError, TrainerExtWarning
 from .evaluation import HeldOutSet, check_dataset_shape, evaluate_model, prepare_held_out
 from .metrics import class_slugs, metric_keys, slugify
 from .objectives import Objective, as_objective, is_score_based
+from .provenance import write_provenance
 from .scoring import CheckpointScores, Metric, SetResult, objective_set, score_checkpoint
 from .thresholds import CONFIG_KEY
-from .uncertainty import paired_bootstrap
-from .records import (
-    LEADERBOARD_FILENAME,
-    LEADERBOARD_MARKDOWN_FILENAME,
-    CheckpointRecord,
-    leaderboard_payload,
-    load_record,
-    read_json,
-    render_leaderboard_markdown,
-    save_scores,
-    write_json_atomic,
-    write_text_atomic,
+from .leaderboard import (
+    build_record,
+    candidates_of,
+    compare_predictions,
+    existing_checkpoints,
+    read_records,
+    save_set_scores,
+    scores_filename,
+    write_best_into_trainer_state,
+    write_leaderboard,
+    write_threshold_into_config,
 )
+from .records import CheckpointRecord, leaderboard_payload
 from .selection import Candidate, Selection, select_best
 
 logger = logging.getLogger(__name__)
@@ -172,6 +172,7 @@ class BestCheckpointCallback(TrainerCallback):
         self._true_best: tuple[int, float, str] | None = None  # what the gate hides, see module doc
         self._handler: CallbackHandler | None = None
         self._save_total_limit: int | None = None  # the user's, while keep_top_k rotates for the Trainer
+        self._trainer: Any = None  # found on the call stack: for provenance on save_model, and its loader
         self._sharded_trainer: Any = None  # the Trainer, only under DeepSpeed / FSDP (for its loader)
 
     # ---- public read-only views -------------------------------------------------------------
@@ -195,11 +196,11 @@ class BestCheckpointCallback(TrainerCallback):
     def on_train_begin(self, args, state, control, model=None, processing_class=None, **kwargs):
         distributed.check_launch(args.world_size)
         self._handler = _find_callback_handler(self)
-        trainer = _find_trainer()
-        sharded = trainer is not None and (
-            getattr(trainer, "is_deepspeed_enabled", False) or getattr(trainer, "is_fsdp_enabled", False)
+        self._trainer = _find_trainer()
+        sharded = self._trainer is not None and (
+            getattr(self._trainer, "is_deepspeed_enabled", False) or getattr(self._trainer, "is_fsdp_enabled", False)
         )
-        self._sharded_trainer = trainer if sharded else None
+        self._sharded_trainer = self._trainer if sharded else None
         self._prepare(args, model, processing_class)
         if self.keep_top_k is not None:
             # The Trainer's rotation keeps only the newest and one best: we rotate instead (on_save).
@@ -246,15 +247,20 @@ class BestCheckpointCallback(TrainerCallback):
             folder = Path(args.output_dir) / checkpoint
             record.write(folder)
             if self.save_scores:
-                _save_set_scores(folder, outputs, scores)
+                save_set_scores(folder, outputs, scores.predictions)
             if scores.threshold is not None:
-                _write_threshold_into_config(folder, scores.threshold)
+                write_threshold_into_config(folder, scores.threshold)
             if self.keep_top_k is not None:
                 self._rotate(args)
         self._exists = self._existing_checkpoints(args)
         if state.is_world_process_zero:
             self._write_leaderboard(args)
-            self._write_best_into_trainer_state(Path(args.output_dir) / checkpoint, state)
+            write_best_into_trainer_state(
+                Path(args.output_dir) / checkpoint,
+                best_metric=state.best_metric,
+                best_global_step=state.best_global_step,
+                best_model_checkpoint=state.best_model_checkpoint,
+            )
         distributed.barrier()
 
     def on_train_end(self, args, state, control, model=None, **kwargs):
@@ -300,7 +306,26 @@ class BestCheckpointCallback(TrainerCallback):
             threshold = self._records[os.path.basename(best)].decision_threshold
             if threshold is not None and hasattr(model, "config"):
                 setattr(model.config, CONFIG_KEY, {"class_id": 1, "threshold": threshold})
+        if state.is_world_process_zero:
+            _write_report_if_possible(args.output_dir)
+        self._sign_saved_models(args)
         distributed.barrier()
+
+    def _sign_saved_models(self, args) -> None:
+        """After training, ``trainer.save_model()`` also writes how the model was chosen (provenance)."""
+        trainer, payload = self._trainer, self.leaderboard
+        if trainer is None or payload is None or not payload.get("best_checkpoint"):
+            return
+        best = self._records.get(payload["best_checkpoint"])
+        held_out = best.eval_set if best is not None else {}
+        original = trainer.save_model
+
+        def save_model(output_dir=None, _internal_call=False):
+            original(output_dir, _internal_call)
+            if not _internal_call and distributed.is_main():
+                write_provenance(output_dir or args.output_dir, payload, held_out)
+
+        trainer.save_model = save_model
 
     # ---- steps of the hooks -------------------------------------------------------------------
 
@@ -409,35 +434,22 @@ class BestCheckpointCallback(TrainerCallback):
         self._select(candidates=candidates)
         ranked = next(r for r in self._selection.ranking if r.checkpoint == checkpoint)
         first = next(iter(outputs.values()))
-        total_cm = sum(scores.confusion_matrices.values())
-        record = CheckpointRecord(
+        record = build_record(
             checkpoint=checkpoint,
             global_step=state.global_step,
             epoch=state.epoch,
             labels=self._labels,
-            num_samples=int(sum(len(h) for h in self._held_out.values())),
-            metrics=scores.metrics,
-            confusion_matrix=np.asarray(total_cm).tolist(),
-            objective=self.objective.to_dict(),
-            objective_value=ranked.objective_value,
-            feasible=ranked.feasible,
-            violations=dict(ranked.violations),
-            eval_set={
-                "name": self.name,
-                "num_samples": int(sum(len(h) for h in self._held_out.values())),
-                "fingerprint": "+".join(h.fingerprint for h in self._held_out.values()),
-                "sets": {str(k): {"num_samples": len(h), "fingerprint": h.fingerprint} for k, h in self._held_out.items()},
-            },
+            name=self.name,
+            held_out={k: (len(h), h.fingerprint) for k, h in self._held_out.items()},
+            scores=scores,
+            objective=self.objective,
             evaluation={
                 "processes": first.processes,
                 "precision": first.precision,
                 "seconds": round(sum(o.seconds for o in outputs.values()), 4),
                 "batch_size": batch_size,
             },
-            decision_threshold=scores.threshold,
-            objective_interval=scores.interval.to_dict() if scores.interval else None,
-            confusion_matrices={str(k): v.tolist() for k, v in scores.confusion_matrices.items()} if len(outputs) > 1 else {},
-            notes=scores.notes,
+            ranked=ranked,
         )
         self._pending = (record, scores, outputs)
         self._apply_best(args, state)
@@ -449,7 +461,7 @@ class BestCheckpointCallback(TrainerCallback):
             )
 
     def _candidates(self) -> list[Candidate]:
-        cands = [Candidate(r.checkpoint, r.global_step, r.metrics) for r in self._records.values()]
+        cands = candidates_of(self._records.values())
         if self._pending is not None and self._pending[0].checkpoint not in self._records:
             record = self._pending[0]
             cands.append(Candidate(record.checkpoint, record.global_step, record.metrics))
@@ -462,26 +474,13 @@ class BestCheckpointCallback(TrainerCallback):
         self._comparison = self._compare_best_with_runner_up()
 
     def _paired(self, first: str, second: str):
-        objective = self.objective
-        target = objective_set(objective, list(self._held_out))
-        if first not in self._predictions or second not in self._predictions or is_score_based(objective.metric):
+        """Best-vs-other paired bootstrap on the objective's held-out set, or None when not possible."""
+        if first not in self._predictions or second not in self._predictions:
             return None
-        key = objective.metric[len(target) + 1 :] if target and objective.metric.startswith(f"{target}_") else objective.metric
-        if key not in metric_keys(self._slugs, with_scores=False) and key != "expected_cost":
-            return None
-        return paired_bootstrap(
-            self._held_out[target].labels,
-            self._predictions[first],
-            self._predictions[second],
-            key,
-            self._slugs,
-            greater_is_better=objective.greater_is_better,
-            names=(first, second),
-            resamples=objective.bootstrap_resamples,
-            confidence=objective.confidence,
-            seed=objective.seed,
-            cost_matrix=None if objective.cost_matrix is None else np.asarray(objective.cost_matrix),
-            class_prior=None if objective.class_prior is None else np.asarray(objective.class_prior),
+        target = objective_set(self.objective, list(self._held_out))
+        return compare_predictions(
+            self.objective, self._slugs, self._held_out[target].labels, self._predictions[first],
+            self._predictions[second], names=(first, second), target=target,
         )
 
     def _p_value(self, challenger: str, incumbent: str) -> float:
@@ -576,31 +575,19 @@ class BestCheckpointCallback(TrainerCallback):
         """Which recorded checkpoints still exist: read on the main process, shared with every rank."""
         exists = None
         if distributed.is_main():
-            exists = {c: (Path(args.output_dir) / c).is_dir() for c in self._records}
+            exists = existing_checkpoints(args.output_dir, self._records)
         return distributed.broadcast_object(exists)
 
     def _write_leaderboard(self, args) -> None:
         payload = self.leaderboard
-        if payload is None:
-            return
-        write_json_atomic(Path(args.output_dir) / LEADERBOARD_FILENAME, payload)
-        write_text_atomic(Path(args.output_dir) / LEADERBOARD_MARKDOWN_FILENAME, render_leaderboard_markdown(payload))
-
-    def _write_best_into_trainer_state(self, folder: Path, state) -> None:
-        path = folder / "trainer_state.json"
-        if not path.is_file():
-            return
-        data = json.loads(path.read_text(encoding="utf-8"))
-        data["best_metric"] = state.best_metric
-        data["best_global_step"] = state.best_global_step
-        data["best_model_checkpoint"] = state.best_model_checkpoint
-        write_json_atomic(path, data)
+        if payload is not None:
+            write_leaderboard(args.output_dir, payload)
 
     def _resume(self, args, state, control, model) -> None:
         """Continue the leaderboard of the run being resumed (read on the main process, shared)."""
         loaded = None
         if distributed.is_main():
-            loaded = _read_previous_records(Path(args.output_dir), state.global_step, self.objective)
+            loaded = read_records(args.output_dir, up_to_step=state.global_step, objective=self.objective)
             target = objective_set(self.objective, list(self._held_out))
             loaded = (loaded, _read_previous_predictions(Path(args.output_dir), loaded, target))
         records, predictions = distributed.broadcast_object(loaded)
@@ -633,27 +620,10 @@ def _as_sets(eval_dataset: Any) -> dict[str | None, Any]:
     return {None: eval_dataset}
 
 
-def _save_set_scores(folder: Path, outputs: Mapping[str | None, Any], scores: CheckpointScores) -> None:
-    """checkpoint_scores.npz: labels / predictions (after a tuned threshold) / probabilities; with
-    several sets, one file per set: checkpoint_scores.<set>.npz."""
-    for set_name, output in outputs.items():
-        filename = None if set_name is None else f"checkpoint_scores.{set_name}.npz"
-        save_scores(folder, output.labels, scores.predictions[set_name], output.probabilities, filename=filename)
-
-
-def _write_threshold_into_config(folder: Path, threshold: float) -> None:
-    path = folder / "config.json"
-    if not path.is_file():
-        return
-    config = json.loads(path.read_text(encoding="utf-8"))
-    config[CONFIG_KEY] = {"class_id": 1, "threshold": threshold}
-    write_json_atomic(path, config)
-
-
 def _read_previous_predictions(output_dir: Path, records: Mapping[str, CheckpointRecord], target: str | None) -> dict[str, np.ndarray]:
     from .records import load_scores
 
-    filename = "checkpoint_scores.npz" if target is None else f"checkpoint_scores.{target}.npz"
+    filename = scores_filename(target)
     out = {}
     for checkpoint in records:
         path = output_dir / checkpoint / filename
@@ -734,6 +704,20 @@ def _find_callback_handler(callback) -> CallbackHandler | None:
     return None
 
 
+def _write_report_if_possible(output_dir) -> None:
+    """The report of ``trainer-ext report`` at the end of training, when matplotlib is installed."""
+    try:
+        from .report import write_report
+
+        path = write_report(output_dir)
+    except ImportError:
+        logger.info("No report figures: matplotlib is not installed (pip install 'trainer-ext[plot]').")
+    except Exception as exc:  # a report must never fail a finished training run
+        warnings.warn(f"BestCheckpointCallback: could not write the report: {exc}", TrainerExtWarning, stacklevel=2)
+    else:
+        logger.info("Report written to %s", path)
+
+
 def _find_trainer():
     """The running Trainer, from the call stack (on_train_begin is called from its training loop)."""
     from transformers import Trainer
@@ -749,32 +733,3 @@ def _find_trainer():
     return None
 
 
-def _read_previous_records(output_dir: Path, up_to_step: int, objective: Objective) -> dict[str, CheckpointRecord]:
-    """Records of checkpoints up to ``up_to_step``: from each folder, else from the leaderboard entry
-    (folders rotated away keep their entry)."""
-    records: dict[str, CheckpointRecord] = {}
-    board_path = output_dir / LEADERBOARD_FILENAME
-    if board_path.is_file():
-        board = read_json(board_path)
-        for entry in board.get("entries", []):
-            if int(entry["global_step"]) > up_to_step:
-                continue
-            records[entry["checkpoint"]] = CheckpointRecord(
-                checkpoint=entry["checkpoint"],
-                global_step=int(entry["global_step"]),
-                epoch=entry.get("epoch"),
-                labels=list(board.get("labels", [])),
-                num_samples=0,
-                metrics={k: (math.nan if v is None else float(v)) for k, v in entry["metrics"].items()},
-                confusion_matrix=[],
-                objective=objective.to_dict(),
-                objective_value=entry.get("objective_value"),
-                feasible=bool(entry.get("feasible")),
-            )
-    for folder in output_dir.glob(f"{PREFIX_CHECKPOINT_DIR}-*"):
-        record_path = folder / "checkpoint_metrics.json"
-        if record_path.is_file():
-            record = load_record(record_path)
-            if record.global_step <= up_to_step:
-                records[record.checkpoint] = record
-    return records

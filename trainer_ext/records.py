@@ -74,6 +74,7 @@ def _replace_atomically(path: Path, write: Any) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
+        os.chmod(tmp, _file_mode(path))  # mkstemp makes 0600; keep the target's mode, else the umask's
         with os.fdopen(fd, "wb") as handle:
             write(handle)
             handle.flush()
@@ -85,6 +86,15 @@ def _replace_atomically(path: Path, write: Any) -> None:
         except FileNotFoundError:
             pass
         raise
+
+
+def _file_mode(path: Path) -> int:
+    try:
+        return path.stat().st_mode & 0o777
+    except FileNotFoundError:
+        umask = os.umask(0)
+        os.umask(umask)
+        return 0o666 & ~umask
 
 
 def write_json_atomic(path: str | os.PathLike, payload: Mapping[str, Any]) -> None:

@@ -295,3 +295,24 @@ def test_records_match_sklearn_on_saved_scores(data, tmp_path):
     assert record.metrics["log_loss"] == pytest.approx(log_loss(y, proba, labels=[0, 1]), rel=1e-9)
     assert record.metrics["roc_auc_negative"] == pytest.approx(roc_auc_score(y == 0, proba[:, 0]), rel=1e-12)
     assert os.path.basename(record.checkpoint) == "checkpoint-10"
+
+
+# ---- after training: provenance on save_model, the report --------------------------------------------
+
+
+def test_save_model_after_training_records_how_the_model_was_chosen(data, tmp_path):
+    trainer, callback = _train(data, tmp_path / "run", num_train_epochs=2, objective="recall_negative", held_out="holdout")
+    final = tmp_path / "final"
+    trainer.save_model(str(final))
+    selection = json.loads((final / "trainer_ext_selection.json").read_text())
+    board = callback.leaderboard
+    assert selection["objective"]["metric"] == "recall_negative"
+    assert json.dumps(selection).count(board["best_checkpoint"]) >= 1
+    assert str(board["entries"][1]["checkpoint"]) in json.dumps(selection)  # the runner-up
+    assert "61" in json.dumps(selection)  # the held-out set's size
+    card = (final / "README.md").read_text()
+    assert "How this checkpoint was chosen" in card and "recall_negative" in card
+    assert (final / "model.safetensors").is_file()
+    # the report of `trainer-ext report` is written at the end of training (matplotlib is in the dev extra)
+    assert (tmp_path / "run" / "report" / "report.md").is_file()
+    assert list((tmp_path / "run" / "report").glob("*.png"))
