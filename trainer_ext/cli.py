@@ -545,33 +545,6 @@ def _tokenizer_key(folder: Path) -> tuple[tuple[str, int], ...]:
     )
 
 
-def _start_processes() -> Any:
-    """Join the launch's process group when a launcher started several processes (accelerate launch,
-    torchrun); return the device this process evaluates on."""
-    import torch
-
-    from . import distributed
-
-    launched = int(os.environ.get("WORLD_SIZE", "1") or 1)
-    if launched > 1:
-        from accelerate import PartialState
-        from accelerate.utils import parse_flag_from_env
-
-        # accelerate launch passes the CPU choice in ACCELERATE_USE_CPU; PartialState reads it only
-        # through its argument (AcceleratorState reads the variable), and without it sees one process.
-        state = PartialState(cpu=parse_flag_from_env("ACCELERATE_USE_CPU"))
-        distributed.check_launch(state.num_processes)
-        return state.device
-    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-
-
-def _stop_processes() -> None:
-    import torch
-
-    if torch.distributed.is_available() and torch.distributed.is_initialized():
-        torch.distributed.destroy_process_group()
-
-
 def _command_evaluate(options: argparse.Namespace) -> int:
     spec = _objective_options(options)
     if options.batch_size < 1:
@@ -582,7 +555,7 @@ def _command_evaluate(options: argparse.Namespace) -> int:
 
     from transformers.utils import logging as transformers_logging
 
-    device = _start_processes()
+    device = distributed.join_launch()
     # Our progress lines go to stderr; transformers' per-load progress bars would bury them.
     bars = transformers_logging.is_progress_bar_enabled()
     transformers_logging.disable_progress_bar()
@@ -596,7 +569,7 @@ def _command_evaluate(options: argparse.Namespace) -> int:
     finally:
         if bars:
             transformers_logging.enable_progress_bar()
-        _stop_processes()
+        distributed.leave_launch()
 
 
 def _decide_on_main(decide: Any) -> Any:

@@ -36,6 +36,8 @@ __all__ = [
     "barrier",
     "any_rank",
     "agree",
+    "join_launch",
+    "leave_launch",
 ]
 
 
@@ -152,3 +154,24 @@ def agree(value: Any, what: str, describe: Sequence[str] | None = None) -> None:
     if any(v != values[0] for v in values):
         detail = ", ".join(f"rank {i}: {v}" for i, v in enumerate(describe or values))
         raise DistributedSetupError(f"{what} differs between processes ({detail}); every process must pass the same one.")
+
+
+def join_launch() -> torch.device:
+    """Outside a Trainer (``trainer-ext evaluate``): join the process group when a launcher started
+    several processes (``accelerate launch``, ``torchrun``); return the device this process evaluates on."""
+    launched = int(os.environ.get("WORLD_SIZE", "1") or 1)
+    if launched > 1:
+        from accelerate import PartialState
+        from accelerate.utils import parse_flag_from_env
+
+        # accelerate launch passes the CPU choice in ACCELERATE_USE_CPU; PartialState reads it only
+        # through its argument (AcceleratorState reads the variable), and without it sees one process.
+        state = PartialState(cpu=parse_flag_from_env("ACCELERATE_USE_CPU"))
+        check_launch(state.num_processes)
+        return state.device
+    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+
+
+def leave_launch() -> None:
+    if _initialized():
+        torch.distributed.destroy_process_group()
