@@ -364,6 +364,15 @@ class BestCheckpointCallback(TrainerCallback):
         self._with_scores = _probe_scores(model, first, self._collate, len(self._slugs))
         self._available = self._available_keys()
         self.objective.check_keys(self._available)
+        if self.objective.require_significance:
+            target = objective_set(self.objective, list(self._held_out))
+            key = self.objective.metric
+            key = key[len(target) + 1 :] if target and key.startswith(f"{target}_") else key
+            if key not in metric_keys(self._slugs, with_scores=False) and key != "expected_cost":
+                raise ConfigurationError(
+                    f"require_significance: the paired bootstrap resamples confusion-matrix counts, so it needs a "
+                    f"built-in count-based key such as 'recall_negative' or 'expected_cost'; got {self.objective.metric!r}."
+                )
         if not self._with_scores:
             needs = [k for k in self.objective.keys if is_score_based(k)] + (
                 ["tune_threshold"] if self.objective.tune_threshold else []

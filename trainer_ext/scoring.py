@@ -120,13 +120,14 @@ def _set_metrics(
     return metrics
 
 
-def _combine(values: list[float], weights: list[float], key: str, how: str) -> float:
+def _combine(values: list[float], weights: list[float], key: str, how: str, greater: bool | None = None) -> float:
+    """``greater``: the key's direction when it is not built in (a custom metric, an evaluate module's output)."""
     if key.startswith("support_"):
         return float(sum(values))
     if any(math.isnan(v) for v in values):
         return math.nan
     if how == "worst":
-        direction = known_direction(key)
+        direction = known_direction(key) if greater is None else greater
         return float(min(values) if direction is not False else max(values))
     return float(np.average(values, weights=weights))
 
@@ -171,14 +172,13 @@ def score_checkpoint(
             metrics.update({f"{name}_{k}": v for k, v in per_set[name].items()})
         weights_by_set = dict(objective.set_weights or ())
         weights = [weights_by_set.get(str(n), 1.0 if not weights_by_set else 0.0) for n in names]
+        directions = dict(custom_directions or {})
+        own_key = _unprefixed(objective.metric, target)
+        if known_direction(own_key) is None:  # e.g. an evaluate module's key: only the objective knows its direction
+            directions.setdefault(own_key, objective.greater_is_better)
         for key in per_set[names[0]]:
-            directions = custom_directions or {}
-            how = objective.across_sets
-            if key in directions and how == "worst":
-                values = [per_set[n][key] for n in names]
-                metrics[key] = float(min(values) if directions[key] else max(values))
-            else:
-                metrics[key] = _combine([per_set[n][key] for n in names], weights, key, how)
+            values = [per_set[n][key] for n in names]
+            metrics[key] = _combine(values, weights, key, objective.across_sets, directions.get(key))
 
     cms = {name: confusion_matrix(results[name].labels, predictions[name], len(slugs)) for name in names}
     interval, notes = None, []

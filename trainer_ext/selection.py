@@ -224,6 +224,10 @@ def _explain(
         return why
     direction = "highest" if objective.greater_is_better else "lowest"
     feasible = sum(r.feasible for r in ranked)
+    rivals = [r.objective_value for r in ranked if r.objective_value is not None and r.feasible == best.feasible]
+    extreme = max(rivals) if objective.greater_is_better else min(rivals)
+    if best.objective_value != extreme:  # kept by min_delta or significance, not the top value
+        direction = "chosen by"
     value = f"{best.objective_value:.6g}"
     if not objective.constraints:
         text = f"{best.checkpoint}: {direction} {objective.metric} ({value}) of {len(ranked)} checkpoints"

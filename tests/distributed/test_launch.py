@@ -410,7 +410,9 @@ def test_only_the_global_main_process_writes(run: Run):
     expected = {run.run_dir / "checkpoint_leaderboard.json", run.run_dir / "checkpoint_leaderboard.md"}
     for checkpoint in run.checkpoints:
         expected |= {checkpoint / n for n in ("checkpoint_metrics.json", "checkpoint_scores.npz", "trainer_state.json")}
-    assert written == expected, f"unexpected files: {written ^ expected}"
+    report = {path for path in written if path.parent == run.run_dir / "report"}  # written at the end of training
+    assert run.run_dir / "report" / "report.md" in report
+    assert written - report == expected, f"unexpected files: {(written - report) ^ expected}"
     assert not list(run.run_dir.rglob(".*.tmp")), "temporary files left behind"
 
 
