@@ -361,3 +361,26 @@ def tokenize_reviews(rows: Sequence[dict], tokenizer, *, max_length: int = 128):
             "labels": [int(row["label"]) for row in rows],
         }
     )
+
+
+_POSITIVE = "good great love excellent nice fine".split()
+_NEGATIVE = "bad awful hate terrible poor broken".split()
+_FILLER = "the phone battery screen it was and service food movie very this a of".split()
+
+
+def keyword_reviews(n: int, seed: int, negative_share: float = 0.4) -> list[dict]:
+    """Easy reviews for tests: the label is carried by one or two keywords among filler words.
+
+    The tiny model learns them over a few epochs at lr 3e-3 (held-out accuracy about 0.88, 0.95,
+    0.97, 1.0 over four epochs of 160 reviews), so its checkpoints really differ. Deterministic for
+    a seed. Returns ``{"text": str, "label": int}`` rows like :func:`make_reviews`.
+    """
+    rng = random.Random(seed)
+    rows = []
+    for _ in range(n):
+        label = 0 if rng.random() < negative_share else 1
+        words = [rng.choice(_FILLER) for _ in range(rng.randint(3, 12))]
+        for _ in range(rng.randint(1, 2)):
+            words.insert(rng.randrange(len(words) + 1), rng.choice(_NEGATIVE if label == 0 else _POSITIVE))
+        rows.append({"text": " ".join(words), "label": label})
+    return rows

@@ -28,8 +28,7 @@ import pytest
 import torch
 from datasets import Dataset
 from safetensors.torch import load_file
-from synthetic_reviews import tiny_llama_classifier, tokenize_reviews, train_tokenizer
-from test_trainer_interplay import keyword_reviews
+from synthetic_reviews import keyword_reviews, tiny_llama_classifier, tokenize_reviews, train_tokenizer
 from transformers import Trainer, TrainingArguments
 
 from trainer_ext import BestCheckpointCallback, Objective

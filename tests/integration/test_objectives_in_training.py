@@ -23,8 +23,7 @@ import numpy as np
 import pytest
 import torch
 from sklearn.metrics import confusion_matrix, precision_recall_curve, recall_score
-from synthetic_reviews import tiny_llama_classifier, tokenize_reviews, train_tokenizer
-from test_trainer_interplay import keyword_reviews
+from synthetic_reviews import keyword_reviews, tiny_llama_classifier, tokenize_reviews, train_tokenizer
 from transformers import Trainer, TrainingArguments
 
 from trainer_ext import (

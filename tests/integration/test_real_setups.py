@@ -15,8 +15,7 @@ from safetensors.torch import load_file
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "examples"))
 
-from synthetic_reviews import tiny_llama_classifier, tokenize_reviews, train_tokenizer  # noqa: E402
-from test_trainer_interplay import keyword_reviews  # noqa: E402
+from synthetic_reviews import keyword_reviews, tiny_llama_classifier, tokenize_reviews, train_tokenizer  # noqa: E402
 from transformers import Trainer, TrainingArguments  # noqa: E402
 
 from trainer_ext import BestCheckpointCallback  # noqa: E402

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import json
 import os
-import random
 import sys
 from pathlib import Path
 
@@ -21,7 +20,7 @@ from safetensors.torch import load_file
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "examples"))
 
-from synthetic_reviews import tiny_llama_classifier, tokenize_reviews, train_tokenizer  # noqa: E402
+from synthetic_reviews import keyword_reviews, tiny_llama_classifier, tokenize_reviews, train_tokenizer  # noqa: E402
 from transformers import EarlyStoppingCallback, Trainer, TrainerCallback, TrainingArguments  # noqa: E402
 
 from trainer_ext import BestCheckpointCallback, Objective  # noqa: E402
@@ -29,25 +28,6 @@ from trainer_ext.records import load_record, load_scores  # noqa: E402
 from trainer_ext.selection import Candidate, select_best  # noqa: E402
 
 TRAIN_SIZE = 160  # 10 steps per epoch at batch 16
-_POSITIVE = "good great love excellent nice fine".split()
-_NEGATIVE = "bad awful hate terrible poor broken".split()
-_FILLER = "the phone battery screen it was and service food movie very this a of".split()
-
-
-def keyword_reviews(n: int, seed: int, negative_share: float = 0.4) -> list[dict]:
-    """Reviews whose label is carried by one or two keywords: the tiny model learns them over a few
-    epochs at lr 3e-3 (held-out accuracy about 0.88, 0.95, 0.97, 1.0), so checkpoints really differ."""
-    rng = random.Random(seed)
-    rows = []
-    for _ in range(n):
-        label = 0 if rng.random() < negative_share else 1
-        words = [rng.choice(_FILLER) for _ in range(rng.randint(3, 12))]
-        for _ in range(rng.randint(1, 2)):
-            words.insert(rng.randrange(len(words) + 1), rng.choice(_NEGATIVE if label == 0 else _POSITIVE))
-        rows.append({"text": " ".join(words), "label": label})
-    return rows
-
-
 @pytest.fixture(scope="module")
 def data():
     train_rows = keyword_reviews(TRAIN_SIZE, seed=1)
