@@ -60,7 +60,7 @@ from .leaderboard import (
     write_leaderboard,
     write_threshold_into_config,
 )
-from .records import CheckpointRecord, leaderboard_payload
+from .records import RECORD_FILENAME, CheckpointRecord, leaderboard_payload
 from .selection import Candidate, Selection, select_best
 
 logger = logging.getLogger(__name__)
@@ -128,14 +128,34 @@ class BestCheckpointCallback(TrainerCallback):
         if not isinstance(name, str) or not re.match(_NAME, name):
             raise ConfigurationError(f"name: expected letters, digits and '_' (it prefixes logged keys); got {name!r}.")
         if label_names is not None:
+            if isinstance(label_names, (str, bytes)) or not isinstance(label_names, Sequence) or not all(
+                isinstance(n, str) for n in label_names
+            ):
+                raise ConfigurationError(
+                    f"label_names: expected the class names in id order, e.g. ['NEGATIVE', 'POSITIVE']; got {label_names!r}."
+                )
             class_slugs(list(label_names))  # raises on collisions / fewer than 2
+        for argument, value in (("load_best_at_end", load_best_at_end), ("save_scores", save_scores)):
+            if not isinstance(value, bool):
+                raise ConfigurationError(f"{argument}: expected True or False; got {value!r}.")
         if data_collator is not None and not callable(data_collator):
             raise ConfigurationError(f"data_collator: expected a callable; got {type(data_collator).__name__}.")
         if keep_top_k is not None and (not isinstance(keep_top_k, int) or isinstance(keep_top_k, bool) or keep_top_k < 1):
             raise ConfigurationError(f"keep_top_k: expected a positive int or None; got {keep_top_k!r}.")
-        custom_metrics = tuple(custom_metrics)
-        if any(not isinstance(m, Metric) for m in custom_metrics):
-            raise ConfigurationError("custom_metrics: expected trainer_ext.Metric(name, fn, greater_is_better) items.")
+        custom_metrics = _sequence_argument("custom_metrics", custom_metrics, "trainer_ext.Metric")
+        bad = [m for m in custom_metrics if not isinstance(m, Metric)]
+        if bad:
+            raise ConfigurationError(
+                f"custom_metrics: expected trainer_ext.Metric(name, fn, greater_is_better) items; "
+                f"got {bad[0]!r} ({type(bad[0]).__name__})."
+            )
+        evaluate_modules = _sequence_argument("evaluate_modules", evaluate_modules, "evaluate module")
+        bad = [m for m in evaluate_modules if not callable(getattr(m, "compute", None))]
+        if bad:
+            raise ConfigurationError(
+                f"evaluate_modules: expected evaluate modules with .compute() (evaluate.load(...), "
+                f"evaluate.combine([...])); got {bad[0]!r} ({type(bad[0]).__name__})."
+            )
         for metric in custom_metrics:
             if metric.name == self.objective.metric and metric.greater_is_better != self.objective.greater_is_better:
                 raise ConfigurationError(
@@ -151,9 +171,9 @@ class BestCheckpointCallback(TrainerCallback):
         self.data_collator = data_collator
         self.batch_size = batch_size
         self.name = name
-        self.load_best_at_end = bool(load_best_at_end)
+        self.load_best_at_end = load_best_at_end
         self.label_names = list(label_names) if label_names is not None else None
-        self.save_scores = bool(save_scores)
+        self.save_scores = save_scores
         self.keep_top_k = keep_top_k
         self.custom_metrics = custom_metrics
         self.evaluate_modules = tuple(evaluate_modules)
@@ -172,6 +192,7 @@ class BestCheckpointCallback(TrainerCallback):
         self._true_best: tuple[int, float, str] | None = None  # what the gate hides, see module doc
         self._handler: CallbackHandler | None = None
         self._save_total_limit: int | None = None  # the user's, while keep_top_k rotates for the Trainer
+        self._unrecorded: str | None = None  # resumed from this checkpoint, which has no complete record yet
         self._trainer: Any = None  # found on the call stack: for provenance on save_model, and its loader
         self._sharded_trainer: Any = None  # the Trainer, only under DeepSpeed / FSDP (for its loader)
 
@@ -215,8 +236,9 @@ class BestCheckpointCallback(TrainerCallback):
                 stacklevel=2,
             )
 
-    def on_step_begin(self, args, state, control, **kwargs):
+    def on_step_begin(self, args, state, control, model=None, **kwargs):
         self._restore_best(state)
+        self._record_resumed_checkpoint(args, state, control, model)
 
     def on_step_end(self, args, state, control, model=None, **kwargs):
         self._maybe_evaluate(args, state, control, model)
@@ -243,8 +265,9 @@ class BestCheckpointCallback(TrainerCallback):
         record, scores, outputs = self._pending
         self._pending = None
         self._records[record.checkpoint] = record
-        if state.is_world_process_zero:
-            folder = Path(args.output_dir) / checkpoint
+        folder = Path(args.output_dir) / checkpoint
+
+        def write_checkpoint_files():
             record.write(folder)
             if self.save_scores:
                 save_set_scores(folder, outputs, scores.predictions)
@@ -252,19 +275,24 @@ class BestCheckpointCallback(TrainerCallback):
                 write_threshold_into_config(folder, scores.threshold)
             if self.keep_top_k is not None:
                 self._rotate(args)
-        self._exists = self._existing_checkpoints(args)
-        if state.is_world_process_zero:
+
+        def write_leaderboard_and_best():
             self._write_leaderboard(args)
             write_best_into_trainer_state(
-                Path(args.output_dir) / checkpoint,
+                folder,
                 best_metric=state.best_metric,
                 best_global_step=state.best_global_step,
                 best_model_checkpoint=state.best_model_checkpoint,
             )
-        distributed.barrier()
+
+        failure = _on_main(state, write_checkpoint_files)
+        self._exists = self._existing_checkpoints(args)  # collective: every rank, even after a failure
+        failure = failure or _on_main(state, write_leaderboard_and_best)
+        self._finish_collectively(failure, f"writing the records of {checkpoint}")
 
     def on_train_end(self, args, state, control, model=None, **kwargs):
         self._restore_best(state)
+        recorded_late = self._record_resumed_checkpoint(args, state, control, model)
         self._forget_unsaved(state)
         self._pending = None
         if self.keep_top_k is not None:
@@ -282,13 +310,13 @@ class BestCheckpointCallback(TrainerCallback):
                 TrainerExtWarning,
                 stacklevel=2,
             )
-        if state.is_world_process_zero and self.keep_top_k is not None:
-            self._rotate(args)
+        failure = _on_main(state, lambda: self._rotate(args) if self.keep_top_k is not None else None)
         self._exists = self._existing_checkpoints(args)
-        if state.is_world_process_zero:
-            self._write_leaderboard(args)
+        failure = failure or _on_main(state, lambda: self._write_leaderboard(args))
+        self._finish_collectively(failure, "writing the leaderboard at the end of training")
         best = state.best_model_checkpoint
-        if self.load_best_at_end and not args.load_best_model_at_end and best:
+        # recorded_late: the Trainer loaded its best before this hook, without the checkpoint recorded just now.
+        if best and ((self.load_best_at_end and not args.load_best_model_at_end) or (recorded_late and args.load_best_model_at_end)):
             if not os.path.isdir(best):
                 warnings.warn(
                     f"BestCheckpointCallback: the best checkpoint {best} is gone; the model keeps its last weights.",
@@ -329,6 +357,53 @@ class BestCheckpointCallback(TrainerCallback):
 
     # ---- steps of the hooks -------------------------------------------------------------------
 
+    def _incomplete_checkpoint(self, args, state, records) -> str | None:
+        """On resume, main process: the resumed checkpoint when its record or scores are missing (the
+        previous run died between the Trainer's save and ours, or while we wrote them), else None."""
+        checkpoint = f"{PREFIX_CHECKPOINT_DIR}-{state.global_step}"
+        folder = Path(args.output_dir) / checkpoint
+        if not (folder / "trainer_state.json").is_file():
+            return None
+        names = [RECORD_FILENAME] + ([scores_filename(s) for s in self.eval_datasets] if self.save_scores else [])
+        if checkpoint in records and all((folder / name).is_file() for name in names):
+            return None
+        return checkpoint
+
+    def _record_resumed_checkpoint(self, args, state, control, model) -> bool:
+        """Evaluate and record the checkpoint training resumed from when it has no complete record, at the
+        first step (or at the end when no step is left): the weights then in the model are that
+        checkpoint's, also under DeepSpeed / FSDP, which load them after on_train_begin. Returns whether
+        it recorded."""
+        checkpoint, self._unrecorded = self._unrecorded, None
+        if checkpoint is None or checkpoint != f"{PREFIX_CHECKPOINT_DIR}-{state.global_step}":
+            return False
+        logger.info("Resumed from %s, which has no complete record: evaluating it now", checkpoint)
+        self._evaluate_and_rank(args, state, control, model, log=False)  # its log entry is in log_history already
+        self.on_save(args, state, control, model=model)
+        return True
+
+    def _finish_collectively(self, failure: BaseException | None, what: str) -> None:
+        """Every rank waits here (in place of a barrier); when the main process's writes failed, every
+        rank raises, instead of the others waiting in a barrier the main process never reaches."""
+        if distributed.any_rank(failure is not None):
+            if failure is not None:
+                raise failure
+            raise RuntimeError(f"BestCheckpointCallback: {what} failed on the main process; see its error.")
+
+    def _probe_collectively(self, model, held_out: HeldOutSet) -> bool:
+        """The probe forward pass, on every rank; when it fails on one, every rank raises (rather than the
+        others going on to the first training step and waiting there for the rank that left)."""
+        failure, with_scores = None, True
+        try:
+            with_scores = _probe_scores(model, held_out, self._collate, len(self._slugs))
+        except Exception as exc:  # noqa: BLE001 - re-raised below once every rank knows
+            failure = exc
+        if distributed.any_rank(failure is not None):
+            if failure is not None:
+                raise failure
+            raise RuntimeError("BestCheckpointCallback: the model's first forward pass failed on another process; see its error.")
+        return with_scores
+
     def _prepare(self, args, model, processing_class) -> None:
         names = self.label_names or _label_names_of(model)
         model_names = _label_names_of(model, required=False)
@@ -361,7 +436,7 @@ class BestCheckpointCallback(TrainerCallback):
         )
         self._collate = self.data_collator or _default_collator(processing_class)
         first = next(iter(self._held_out.values()))
-        self._with_scores = _probe_scores(model, first, self._collate, len(self._slugs))
+        self._with_scores = self._probe_collectively(model, first)
         self._available = self._available_keys()
         self.objective.check_keys(self._available)
         if self.objective.require_significance:
@@ -406,7 +481,7 @@ class BestCheckpointCallback(TrainerCallback):
         if control.should_evaluate and args.metric_for_best_model is not None:
             self._gate(args, state, checkpoint)
 
-    def _evaluate_and_rank(self, args, state, control, model) -> None:
+    def _evaluate_and_rank(self, args, state, control, model, *, log: bool = True) -> None:
         if not self._held_out:
             raise RuntimeError("BestCheckpointCallback: on_train_begin did not run; is the callback attached to the Trainer?")
         batch_size = self.batch_size or args.per_device_eval_batch_size
@@ -462,7 +537,8 @@ class BestCheckpointCallback(TrainerCallback):
         )
         self._pending = (record, scores, outputs)
         self._apply_best(args, state)
-        self._log(args, state, control, scores.metrics, ranked.objective_value)
+        if log:
+            self._log(args, state, control, scores.metrics, ranked.objective_value)
         if state.is_world_process_zero:
             logger.info(
                 "%s: %s = %s; best so far %s", checkpoint, self.objective.metric, ranked.objective_value,
@@ -599,7 +675,9 @@ class BestCheckpointCallback(TrainerCallback):
             loaded = read_records(args.output_dir, up_to_step=state.global_step, objective=self.objective)
             target = objective_set(self.objective, list(self._held_out))
             loaded = (loaded, _read_previous_predictions(Path(args.output_dir), loaded, target))
-        records, predictions = distributed.broadcast_object(loaded)
+        if loaded is not None:
+            loaded = (*loaded, self._incomplete_checkpoint(args, state, loaded[0]))
+        records, predictions, self._unrecorded = distributed.broadcast_object(loaded)
         self._records, self._predictions = records, predictions
         if records:
             self._select()
@@ -609,6 +687,27 @@ class BestCheckpointCallback(TrainerCallback):
 
 
 # ---- small helpers -----------------------------------------------------------------------------
+
+
+def _on_main(state, write) -> Exception | None:
+    """Run ``write`` on the global main process; return its exception instead of raising it, so that the
+    caller can share the failure with every rank first (``_finish_collectively``)."""
+    if not state.is_world_process_zero:
+        return None
+    try:
+        write()
+    except Exception as exc:  # noqa: BLE001 - re-raised by _finish_collectively on this rank
+        return exc
+    return None
+
+
+def _sequence_argument(argument: str, value: Any, item: str) -> tuple:
+    """A list or tuple argument as a tuple; anything else (one item, a number, a string) is refused."""
+    if not isinstance(value, (list, tuple)):
+        raise ConfigurationError(
+            f"{argument}: expected a list of {item}s; got {type(value).__name__}. Pass one as [{argument[:-1]}]."
+        )
+    return tuple(value)
 
 
 def _as_sets(eval_dataset: Any) -> dict[str | None, Any]:

@@ -15,6 +15,7 @@ written as ``null`` (strict JSON). Every file has ``schema_version``; a reader r
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import os
@@ -71,8 +72,15 @@ def _jsonable(value: Any) -> Any:
 
 
 def _replace_atomically(path: Path, write: Any) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    """Write through ``.<name>.<random>.tmp`` + ``os.replace``. On failure the temporary file is removed
+    and an ``OSError`` names ``path`` (a full disk's ENOSPC comes from a file descriptor and names none)."""
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    except OSError as exc:
+        if exc.errno is None:
+            raise
+        raise _naming(exc, path) from exc
     try:
         os.chmod(tmp, _file_mode(path))  # mkstemp makes 0600; keep the target's mode, else the umask's
         with os.fdopen(fd, "wb") as handle:
@@ -80,12 +88,22 @@ def _replace_atomically(path: Path, write: Any) -> None:
             handle.flush()
             os.fsync(handle.fileno())
         os.replace(tmp, path)
-    except BaseException:
-        try:
+    except BaseException as exc:
+        with contextlib.suppress(OSError):
             os.unlink(tmp)
-        except FileNotFoundError:
-            pass
+        if isinstance(exc, OSError) and exc.errno is not None:
+            raise _naming(exc, path) from exc
         raise
+
+
+def _naming(exc: OSError, path: Path) -> OSError:
+    """The same kind of error (errno, so the same OSError subclass), saying which file could not be written:
+    ``[Errno 28] No space left on device; trainer_ext could not write checkpoint_metrics.json (...): '<path>'``."""
+    return OSError(
+        exc.errno,
+        f"{exc.strerror}; trainer_ext could not write {path.name} (a previous version, if any, is unchanged)",
+        str(path),
+    )
 
 
 def _file_mode(path: Path) -> int:
