@@ -363,9 +363,9 @@ def tokenize_reviews(rows: Sequence[dict], tokenizer, *, max_length: int = 128):
     )
 
 
-_POSITIVE = "good great love excellent nice fine".split()
-_NEGATIVE = "bad awful hate terrible poor broken".split()
-_FILLER = "the phone battery screen it was and service food movie very this a of".split()
+_KEYWORD_POSITIVE = "good great love excellent nice fine".split()
+_KEYWORD_NEGATIVE = "bad awful hate terrible poor broken".split()
+_KEYWORD_FILLER = "the phone battery screen it was and service food movie very this a of".split()
 
 
 def keyword_reviews(n: int, seed: int, negative_share: float = 0.4) -> list[dict]:
@@ -379,8 +379,8 @@ def keyword_reviews(n: int, seed: int, negative_share: float = 0.4) -> list[dict
     rows = []
     for _ in range(n):
         label = 0 if rng.random() < negative_share else 1
-        words = [rng.choice(_FILLER) for _ in range(rng.randint(3, 12))]
+        words = [rng.choice(_KEYWORD_FILLER) for _ in range(rng.randint(3, 12))]
         for _ in range(rng.randint(1, 2)):
-            words.insert(rng.randrange(len(words) + 1), rng.choice(_NEGATIVE if label == 0 else _POSITIVE))
+            words.insert(rng.randrange(len(words) + 1), rng.choice(_KEYWORD_NEGATIVE if label == 0 else _KEYWORD_POSITIVE))
         rows.append({"text": " ".join(words), "label": label})
     return rows
