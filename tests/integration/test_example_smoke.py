@@ -22,12 +22,8 @@ def _text(stream: str | bytes | None) -> str:
     return stream or ""
 
 
-def test_route_negative_reviews_runs_and_names_the_chosen_checkpoint(tmp_path):
-    command = [
-        sys.executable, str(EXAMPLE),
-        "--train-size", "200", "--eval-size", "101", "--epochs", "2",
-        "--output-dir", str(tmp_path),
-    ]
+def _run_example(tmp_path, *arguments: str) -> subprocess.CompletedProcess:
+    command = [sys.executable, str(EXAMPLE), "--output-dir", str(tmp_path), *arguments]
     env = {
         **os.environ,
         # The repo root first: trainer_ext imports without an install, too.
@@ -50,7 +46,11 @@ def test_route_negative_reviews_runs_and_names_the_chosen_checkpoint(tmp_path):
         f"the example exited with {completed.returncode}.\n"
         f"stdout:\n{completed.stdout[-3000:]}\nstderr:\n{completed.stderr[-6000:]}"
     )
+    return completed
 
+
+def test_route_negative_reviews_runs_and_names_the_chosen_checkpoint(tmp_path):
+    completed = _run_example(tmp_path, "--train-size", "200", "--eval-size", "101", "--epochs", "2")
     leaderboard_path = tmp_path / "checkpoint_leaderboard.json"
     assert leaderboard_path.is_file(), f"no {leaderboard_path.name}; files: {sorted(p.name for p in tmp_path.iterdir())}"
     leaderboard = json.loads(leaderboard_path.read_text(encoding="utf-8"))
@@ -60,3 +60,31 @@ def test_route_negative_reviews_runs_and_names_the_chosen_checkpoint(tmp_path):
     assert chosen.startswith("checkpoint-"), leaderboard["best_checkpoint"]
     last_line = completed.stdout.strip().splitlines()[-1]
     assert chosen in last_line, f"the closing sentence does not name {chosen}:\n{completed.stdout}"
+
+
+def test_model_path_and_data_files_use_the_from_pretrained_path(tmp_path):
+    """--model loads a saved model with from_pretrained (here one saved locally: no downloads), and
+    --train-file / --eval-file read user data (CSV with string labels, JSONL with ids)."""
+    sys.path.insert(0, str(REPO_ROOT / "examples"))
+    from synthetic_reviews import keyword_reviews, tiny_llama_classifier, train_tokenizer
+
+    train_rows, eval_rows = keyword_reviews(96, seed=1), keyword_reviews(41, seed=2)
+    tokenizer = train_tokenizer([r["text"] for r in train_rows + eval_rows])
+    model_dir = tmp_path / "pretrained"
+    tiny_llama_classifier(tokenizer, seed=0).save_pretrained(model_dir)
+    tokenizer.save_pretrained(model_dir)
+    train_file = tmp_path / "train.csv"
+    train_file.write_text(
+        "text,label\n" + "".join(f"{r['text']},{['NEGATIVE', 'POSITIVE'][r['label']]}\n" for r in train_rows)
+    )
+    eval_file = tmp_path / "eval.jsonl"
+    eval_file.write_text("".join(json.dumps(r) + "\n" for r in eval_rows))
+    out = tmp_path / "out"
+    completed = _run_example(
+        out, "--model", str(model_dir), "--train-file", str(train_file), "--eval-file", str(eval_file),
+        "--epochs", "2", "--learning-rate", "3e-3",
+    )
+    board = json.loads((out / "checkpoint_leaderboard.json").read_text(encoding="utf-8"))
+    assert len(board["entries"]) == 2
+    assert board["entries"][0]["metrics"]["support_negative"] == sum(r["label"] == 0 for r in eval_rows)
+    assert Path(str(board["best_checkpoint"])).name in completed.stdout.strip().splitlines()[-1]

@@ -296,3 +296,53 @@ def test_save_model_after_training_records_how_the_model_was_chosen(data, tmp_pa
     # the report of `trainer-ext report` is written at the end of training (matplotlib is in the dev extra)
     assert (tmp_path / "run" / "report" / "report.md").is_file()
     assert list((tmp_path / "run" / "report").glob("*.png"))
+
+
+# ---- any sequence classifier, any number of classes; logs reach every integration --------------------
+
+
+class _RecordLogs(TrainerCallback):
+    """Stands where report_to integrations stand (before user callbacks): sees what they would see."""
+
+    def __init__(self):
+        self.logged = []
+
+    def on_log(self, args, state, control, logs=None, **kwargs):
+        self.logged.append(dict(logs or {}))
+
+
+def test_three_class_encoder_model_and_logs_reach_integrations(data, tmp_path):
+    """A BERT-style encoder with three classes: records cover every class and equal scikit-learn; the
+    held-out metrics are delivered through on_log like the Trainer's own logs."""
+    from sklearn.metrics import precision_recall_fscore_support
+    from transformers import AutoConfig, AutoModelForSequenceClassification
+
+    names = ["negative", "neutral", "positive"]
+    three = data["holdout"].map(lambda row, i: {"labels": 1 if i % 5 == 0 else 2 * row["labels"]}, with_indices=True)
+    train = data["train"].map(lambda row, i: {"labels": 1 if i % 5 == 0 else 2 * row["labels"]}, with_indices=True)
+    config = AutoConfig.for_model(
+        "bert", vocab_size=len(data["tokenizer"]), hidden_size=32, num_hidden_layers=1, num_attention_heads=2,
+        intermediate_size=64, max_position_embeddings=256, num_labels=3, pad_token_id=data["tokenizer"].pad_token_id,
+        id2label=dict(enumerate(names)), label2id={n: i for i, n in enumerate(names)},
+    )
+    torch.manual_seed(0)
+    model = AutoModelForSequenceClassification.from_config(config)
+    recorder = _RecordLogs()
+    callback = BestCheckpointCallback(three, "f1_macro")
+    trainer = Trainer(
+        model=model, args=_args(tmp_path, num_train_epochs=2, learning_rate=3e-3, logging_steps=5), train_dataset=train,
+        processing_class=data["tokenizer"], callbacks=[recorder, callback],
+    )
+    trainer.train()
+    for step in (10, 20):
+        folder = tmp_path / f"checkpoint-{step}"
+        record, scores = load_record(folder), load_scores(folder)
+        assert record.labels == names and np.asarray(record.confusion_matrix).shape == (3, 3)
+        p, r, f, s = precision_recall_fscore_support(scores["labels"], scores["predictions"], labels=[0, 1, 2], zero_division=0.0)
+        for i, name in enumerate(names):
+            assert record.metrics[f"recall_{name}"] == pytest.approx(r[i], abs=1e-12)
+            assert record.metrics[f"support_{name}"] == s[i]
+    delivered = [log for log in recorder.logged if "holdout_f1_macro" in log]
+    assert [round(log["epoch"]) for log in delivered] == [1, 2]
+    assert "holdout_roc_auc_neutral" in delivered[0] and "holdout_objective" in delivered[0]
+    assert any("loss" in log for log in recorder.logged), "the Trainer's own logs still flow"
