@@ -527,3 +527,49 @@ def test_n_smaller_than_world_leaves_ranks_without_batches():
     batches = plan_batches(lengths, 4)
     shards = assign_batches(batches, lengths, 8)
     assert [len(s) for s in shards] == [1, 0, 0, 0, 0, 0, 0, 0]
+
+
+# ---- issue 4's objectives on several processes ------------------------------------------------------
+
+
+def test_richer_objectives_give_the_same_records_on_two_processes(tmp_path, tokenizer_dir):
+    """Several held-out sets, cost matrix and prior, constraint, tuned threshold, bootstrap intervals and
+    the paired comparison, keep_top_k: 2 processes write exactly what 1 process writes (same weights)."""
+    worker = HERE / "worker_objectives.py"
+    arguments = lambda out: [str(worker), "--out", str(out), "--tokenizer", str(tokenizer_dir)]  # noqa: E731
+    two = run_concurrently(
+        [accelerate_launch("--num_processes", str(WORLD), "--num_machines", "1", "--main_process_port", str(free_port()))
+         + arguments(tmp_path / "two")],
+        launch_env(), tmp_path / "logs-two",
+    )
+    one = run_concurrently([[sys.executable, *arguments(tmp_path / "one")]], launch_env(use_cpu=False), tmp_path / "logs-one")
+    check_succeeded(two + one)
+
+    def load(folder: Path) -> dict:
+        # `epoch` differs by design: 2 processes go through the training data twice as fast
+        board = json.loads((folder / "checkpoint_leaderboard.json").read_text(encoding="utf-8"))
+        for entry in board["entries"]:
+            entry.pop("epoch")
+        records = {}
+        for entry in board["entries"]:
+            path = folder / entry["checkpoint"] / "checkpoint_metrics.json"
+            if path.is_file():
+                record = json.loads(path.read_text(encoding="utf-8"))
+                record["evaluation"].pop("seconds")
+                record["evaluation"].pop("processes")
+                record.pop("epoch")
+                records[entry["checkpoint"]] = record
+        return {"board": board, "records": records}
+
+    a, b = load(tmp_path / "one"), load(tmp_path / "two")
+    assert a["board"] == b["board"]
+    assert a["records"] == b["records"] and a["records"]
+    record = next(iter(a["records"].values()))
+    assert record["decision_threshold"] is not None and record["objective_interval"] is not None
+    assert "reviews_2024_expected_cost" in record["metrics"] and "expected_cost" in record["metrics"]
+    assert [e["checkpoint"] for e in a["board"]["entries"] if e["protected"]] == [a["board"]["best_checkpoint"]]
+    for name in a["records"]:
+        for set_name in ("reviews_2024", "reviews_2025"):
+            s1 = np.load(tmp_path / "one" / name / f"checkpoint_scores.{set_name}.npz")
+            s2 = np.load(tmp_path / "two" / name / f"checkpoint_scores.{set_name}.npz")
+            assert all(np.array_equal(s1[k], s2[k]) for k in ("labels", "predictions", "probabilities"))
