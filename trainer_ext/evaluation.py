@@ -334,6 +334,8 @@ def evaluate_model(
                     for k, v in inputs.items()
                     if k not in _DROP and (accepted is None or k in accepted)
                 }
+                if accepted is not None and "use_cache" in accepted:
+                    inputs["use_cache"] = False  # decoder models would return a KV cache nobody reads
                 scores = _scores_of(model(**inputs))
                 gives_ids = scores.dim() == 1 and not torch.is_floating_point(scores)
                 if padding_pass:
