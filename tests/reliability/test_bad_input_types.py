@@ -1,28 +1,16 @@
 """Wrong types for each constructor argument of ``BestCheckpointCallback``: refused at construction with a
 ``ConfigurationError`` naming the argument and what was received (``tests/integration/test_bad_input.py``
 has the other bad inputs; README "Bad input and what it produces" lists them all).
-
-The cases marked ``GAP`` are accepted, or fail later or with a bare TypeError, until the pending change to
-callback.py is in (it adds ``callback._sequence_argument``, which the mark looks for): a string
-``label_names`` became one class per letter, ``load_best_at_end="no"`` meant True, an int in
-``evaluate_modules`` failed with AttributeError at the start of training.
 """
 
 from __future__ import annotations
 
 import pytest
 
-import trainer_ext.callback as callback_module
 from trainer_ext import BestCheckpointCallback, ConfigurationError, Metric
 
 HELD_OUT = [{"input_ids": [5, 6, 3], "labels": 0}, {"input_ids": [7, 3], "labels": 1}]
 METRIC = Metric("flagged", lambda m: m["recall_negative"], greater_is_better=True)
-
-GAP = pytest.mark.xfail(
-    not hasattr(callback_module, "_sequence_argument"),
-    reason="callback.__init__ does not type-check this argument yet (patch pending)",
-    strict=True,
-)
 
 # (argument=value as passed, the start of the message)
 CASES = [
@@ -41,16 +29,16 @@ CASES = [
     ({"keep_top_k": 0}, r"keep_top_k: expected a positive int or None; got 0\."),
     ({"keep_top_k": True}, r"keep_top_k: expected a positive int or None; got True\."),
     ({"custom_metrics": [1]}, r"custom_metrics: expected trainer_ext\.Metric\(name, fn, greater_is_better\) items"),
-    pytest.param({"custom_metrics": METRIC}, r"custom_metrics: expected a list of trainer_ext\.Metrics; got Metric\.", marks=GAP),
-    pytest.param({"custom_metrics": 5}, r"custom_metrics: expected a list of trainer_ext\.Metrics; got int\.", marks=GAP),
-    pytest.param({"evaluate_modules": [1]}, r"evaluate_modules: expected evaluate modules with \.compute\(\) .*; got 1 \(int\)\.", marks=GAP),
-    pytest.param({"evaluate_modules": 5}, r"evaluate_modules: expected a list of evaluate modules; got int\.", marks=GAP),
-    pytest.param({"label_names": "AB"}, r"label_names: expected the class names in id order, .*; got 'AB'\.", marks=GAP),
-    pytest.param({"label_names": 5}, r"label_names: expected the class names in id order, .*; got 5\.", marks=GAP),
-    pytest.param({"label_names": [0, 1]}, r"label_names: expected the class names in id order, .*; got \[0, 1\]\.", marks=GAP),
-    pytest.param({"load_best_at_end": "no"}, r"load_best_at_end: expected True or False; got 'no'\.", marks=GAP),
-    pytest.param({"load_best_at_end": None}, r"load_best_at_end: expected True or False; got None\.", marks=GAP),
-    pytest.param({"save_scores": "no"}, r"save_scores: expected True or False; got 'no'\.", marks=GAP),
+    ({"custom_metrics": METRIC}, r"custom_metrics: expected a list of trainer_ext\.Metrics; got Metric\."),
+    ({"custom_metrics": 5}, r"custom_metrics: expected a list of trainer_ext\.Metrics; got int\."),
+    ({"evaluate_modules": [1]}, r"evaluate_modules: expected evaluate modules with \.compute\(\) .*; got 1 \(int\)\."),
+    ({"evaluate_modules": 5}, r"evaluate_modules: expected a list of evaluate modules; got int\."),
+    ({"label_names": "AB"}, r"label_names: expected the class names in id order, .*; got 'AB'\."),
+    ({"label_names": 5}, r"label_names: expected the class names in id order, .*; got 5\."),
+    ({"label_names": [0, 1]}, r"label_names: expected the class names in id order, .*; got \[0, 1\]\."),
+    ({"load_best_at_end": "no"}, r"load_best_at_end: expected True or False; got 'no'\."),
+    ({"load_best_at_end": None}, r"load_best_at_end: expected True or False; got None\."),
+    ({"save_scores": "no"}, r"save_scores: expected True or False; got 'no'\."),
 ]
 
 

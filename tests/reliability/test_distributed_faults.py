@@ -32,8 +32,6 @@ sys.path.insert(0, str(HERE.parent / "distributed"))
 
 from test_launch import WORLD, free_port, launch_env, run_concurrently  # noqa: E402
 
-from trainer_ext.callback import BestCheckpointCallback  # noqa: E402
-
 PHASES = ("held_out_size", "held_out_content", "probe_raises", "forward_raises", "write_fails_on_main")
 BOUND = 15.0  # seconds: a peer's error follows the first within this (a hang would last until the timeout)
 
@@ -93,11 +91,6 @@ def test_forward_error_on_one_rank_stops_every_rank(launch):
     _bounded([rank0, rank1])
 
 
-@pytest.mark.xfail(
-    not hasattr(BestCheckpointCallback, "_probe_collectively"),
-    reason="callback._prepare's probe forward pass is not shared between ranks (patch pending; not run: it hangs)",
-    strict=True,
-)
 def test_probe_error_on_one_rank_stops_every_rank_before_training(launch):
     rank0, rank1 = _reports(launch, "probe_raises")
     assert rank1["error"] == "RuntimeError" and "forward failed on rank 1" in rank1["message"], rank1
@@ -106,11 +99,6 @@ def test_probe_error_on_one_rank_stops_every_rank_before_training(launch):
     _bounded([rank0, rank1])
 
 
-@pytest.mark.xfail(
-    not hasattr(BestCheckpointCallback, "_finish_collectively"),
-    reason="callback.on_save ends in a barrier that the main process skips when its writes fail (patch pending; not run: it hangs)",
-    strict=True,
-)
 def test_write_error_on_the_main_process_stops_every_rank(launch):
     rank0, rank1 = _reports(launch, "write_fails_on_main")
     assert rank0["error"] == "OSError" and "checkpoint_metrics.json" in rank0["message"], rank0

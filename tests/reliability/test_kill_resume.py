@@ -23,7 +23,6 @@ import signal
 import pytest
 
 import kill_resume as kr
-from trainer_ext.callback import BestCheckpointCallback
 
 CONFIG = kr.RunConfig(save_steps=6, saves=10)
 KILLS = [
@@ -34,15 +33,6 @@ KILLS = [
     kr.Kill("write", 9),  # checkpoint_leaderboard.md of its second save
     kr.Kill("random", delay=0.3),
 ]
-
-# Until the callback records a checkpoint it resumes from that has no record (the process died between the
-# Trainer's save and ours, or while writing ours), that checkpoint is never evaluated: it is missing from the
-# leaderboard and cannot be chosen. The pending change to callback.py adds the method named below.
-RESUME_RECORDS_MISSING = pytest.mark.xfail(
-    not hasattr(BestCheckpointCallback, "_record_resumed_checkpoint"),
-    reason="callback.py does not yet evaluate a resumed checkpoint that has no record (patch pending)",
-    strict=True,
-)
 
 
 @pytest.fixture(scope="module")
@@ -69,12 +59,6 @@ def test_every_planned_kill_landed_where_planned(runs):
     assert all(a.resumed_from is not None for a in run.attempts[1:]), "every attempt after the first resumes"
 
 
-@pytest.mark.xfail(
-    not hasattr(BestCheckpointCallback, "_record_resumed_checkpoint"),
-    reason="without the pending change, a checkpoint killed between the Trainer's save and ours keeps no record; "
-    "whether its folder survives rotation to the end depends on where the random kill lands",
-    strict=False,
-)
 def test_every_record_and_leaderboard_file_parses_and_is_complete(runs):
     records = kr.check_files_parse(runs["out"], CONFIG)
     assert records, "no checkpoint folder left"
@@ -92,13 +76,11 @@ def test_temporary_files_of_a_kill_mid_write_are_ignored_by_readers(runs):
     assert any(name.startswith(".checkpoint_leaderboard.json.") for name in left), left
 
 
-@RESUME_RECORDS_MISSING
 def test_leaderboard_lists_every_evaluated_checkpoint(runs):
     records = kr.check_files_parse(runs["out"], CONFIG)
     kr.check_leaderboard_complete(runs["out"], CONFIG, records, extra=kr.past_the_end(runs["run"], CONFIG))
 
 
-@RESUME_RECORDS_MISSING
 def test_same_metrics_and_best_as_the_uninterrupted_run(runs):
     """Bit-identical metrics at every checkpoint (training after a resume is deterministic here: same seed,
     RNG states restored from rng_state.pth, one thread, CPU), hence the same ranking and the same best,
@@ -119,7 +101,6 @@ def killed_at_last_save(runs, tmp_path_factory):
     return {"run": run, "out": base / "killed", "reference": runs["reference"]}
 
 
-@RESUME_RECORDS_MISSING
 def test_kill_after_the_last_save_then_resume_records_it(killed_at_last_save):
     """Killed between the Trainer's last save and ours, then resumed: the last checkpoint gets its record.
 
