@@ -1,0 +1,1070 @@
+#!/usr/bin/env python
+"""Benchmark the callback's held-out evaluation: wall time, peak memory and agreement of predictions.
+
+Prints measured figures; it is not a test. One model (a Llama-architecture sequence classifier built from
+config, randomly initialised, vocabulary from a tokenizer trained here) and one held-out set (``--examples``
+token sequences whose lengths are log-normal, clipped to [8, 256], like real reviews; token ids are slices
+of a stream of tokenized synthetic reviews, each ending with [EOS]; deterministic from ``--seed``).
+
+Methods (each in a fresh Python process, see "Memory" below):
+
+* ``callback``   what BestCheckpointCallback runs at each save: ``trainer_ext.evaluation.evaluate_model``
+                 (length-sorted batches under a token budget, DataCollatorWithPadding) + ``compute_metrics``;
+* ``trainer``    ``Trainer.evaluate`` with a ``compute_metrics`` giving the same keys (softmax of the logits,
+                 then ``trainer_ext.metrics.compute_metrics``), same ``per_device_eval_batch_size``;
+* ``loop``       a plain ``no_grad`` forward loop in dataset order, batches of B padded to their longest row;
+* ``sorted``     the same loop over length-sorted batches of B (the floor on this hardware);
+* ``naive``      reload the checkpoint from disk (``from_pretrained``) and predict one example at a time, timed
+                 on the first ``--naive-examples`` examples and extrapolated linearly to the whole set
+                 (load time once + per-example time x N).
+
+Every method is warmed up once (on a 64-example subset), then timed ``--repeats`` times on the whole set,
+the methods interleaved round by round (one worker process per method stays alive, only one runs at a
+time), so that load from other processes drifting over the run does not favour one method; the best time
+is reported with the spread (max - min), and the CPU seconds (user + system) of the run. All methods must
+give the same predictions as the callback: argmax equal for every example, probabilities within 1e-5 (the
+max abs difference is printed).
+
+Memory: each method runs in its own fresh process; "peak MB" is that process's RSS high-water mark
+(``resource.getrusage(RUSAGE_SELF).ru_maxrss``: Python, torch, model, data and the method's own
+allocations) at the end; "+MB" is the growth of that mark over its value right after setup (model loaded,
+data in memory, Trainer built), i.e. what the evaluation itself added.
+
+Threads: 1-process workers run with ``--threads`` threads (default: the cores available), set through
+``OMP_NUM_THREADS``/``MKL_NUM_THREADS`` and ``torch.set_num_threads``. With ``--processes P`` the callback's
+evaluation is also launched as P processes with ``--threads // P`` threads each
+(``ACCELERATE_USE_CPU=true accelerate launch --multi_gpu --num_processes P ...``), which on this machine is
+the fair comparison (same cores), and compared with the 1-process run in the same invocation (timed
+``--repeats`` times before and ``--repeats`` times after the launch).
+
+Usage (from the repository root)::
+
+    .venv/bin/python scripts/bench_eval.py                  # five methods, 1 process x all cores
+    .venv/bin/python scripts/bench_eval.py --processes 2    # callback: 2 processes x 1 thread vs 1 x 2
+    .venv/bin/python scripts/bench_eval.py --threads 1      # five methods, 1 thread: robust to other load
+    .venv/bin/python scripts/bench_eval.py --quick          # small smoke run (~1 min)
+
+The default run took 160-180 s on an idle 2-core machine (Trainer.evaluate and the dataset-order loop are
+the slow methods; ``--threads 1`` about 5 minutes), and up to 10 minutes while other processes loaded it.
+The work folder (checkpoint, held-out ids, worker logs) is a temporary folder removed after a successful
+run, unless ``--workdir`` names one.
+
+Other processes running on the machine make every figure slower and noisier, multi-threaded runs much
+more than single-threaded ones (a thread that loses its core stalls its partner at every parallel region):
+the load average is printed before and after, each run's CPU utilisation (CPU seconds / wall seconds) is
+printed with its times, and a warning says when a run got clearly less CPU than it had threads.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import resource
+import shlex
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import numpy as np
+
+HERE = Path(__file__).resolve().parent
+REPO = HERE.parent
+EXAMPLES = REPO / "examples"
+
+MIN_LENGTH, MAX_LENGTH = 8, 256  # tokens, [EOS] included
+WARMUP_EXAMPLES = 64
+PROBABILITY_TOLERANCE = 1e-5
+WORKER_TIMEOUT = 1200  # seconds per worker process
+
+TARGET_VS_TRAINER = 0.4  # callback seconds / Trainer.evaluate seconds, at most
+TARGET_VS_SORTED = 1.1  # callback seconds / length-sorted loop seconds, at most
+TARGET_NAIVE_SPEEDUP = 20.0  # naive seconds / callback seconds, at least
+
+METHOD_TITLES = {
+    "callback": "callback: evaluate_model + compute_metrics",
+    "trainer": "Trainer.evaluate (+ compute_metrics)",
+    "loop": "plain loop, dataset order",
+    "sorted": "plain loop, length-sorted",
+    "naive": "naive: reload + 1 example at a time",
+}
+
+# Variables a surrounding launcher may have set; a worker must not inherit them.
+_LAUNCHER_VARIABLES = (
+    "WORLD_SIZE", "RANK", "LOCAL_RANK", "LOCAL_WORLD_SIZE", "GROUP_RANK", "ROLE_RANK", "NODE_RANK",
+    "MASTER_ADDR", "MASTER_PORT", "TORCHELASTIC_RUN_ID", "ACCELERATE_USE_CPU", "ACCELERATE_MIXED_PRECISION",
+    "ACCELERATE_DYNAMO_BACKEND", "ACCELERATE_CONFIG_FILE",
+)
+
+
+@dataclass(frozen=True)
+class BenchConfig:
+    """Everything that defines the model, the data and the protocol; written to the work folder."""
+
+    examples: int
+    hidden_size: int
+    num_layers: int
+    vocab_size: int
+    batch_size: int
+    repeats: int
+    naive_examples: int
+    median_length: float
+    length_sigma: float
+    seed: int
+
+
+# ---- command line ------------------------------------------------------------------------------
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0], formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--examples", type=int, default=None, help="held-out examples (default 2000; 400 with --quick)")
+    parser.add_argument("--hidden-size", type=int, default=None, help="model width (default 256; 64 with --quick); 4 heads")
+    parser.add_argument("--num-layers", type=int, default=None, help="decoder layers (default 4; 2 with --quick)")
+    parser.add_argument("--vocab-size", type=int, default=2000, help="tokenizer training target (the corpus may give fewer)")
+    parser.add_argument("--batch-size", type=int, default=32, help="B: per_device_eval_batch_size / loop batch rows")
+    parser.add_argument("--repeats", type=int, default=2, help="timed runs per method (after one warm-up), >= 2")
+    parser.add_argument("--naive-examples", type=int, default=None, help="subset timed for the naive way (default 200)")
+    parser.add_argument("--median-length", type=float, default=64.0, help="median token length of the log-normal")
+    parser.add_argument("--length-sigma", type=float, default=0.75, help="sigma of log(length)")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--threads", type=int, default=cores, help=f"threads of a 1-process run (default: {cores} cores)")
+    parser.add_argument("--processes", type=int, default=1,
+                        help="P > 1: only the callback's evaluation, P processes x threads/P vs 1 process x threads")
+    parser.add_argument("--methods", default="callback,trainer,loop,sorted,naive",
+                        help="comma-separated subset of the methods (1-process mode); callback is always run")
+    parser.add_argument("--profile", action="store_true", help="also print a cProfile of one callback evaluation")
+    parser.add_argument("--quick", action="store_true", help="small smoke run: 400 examples, hidden 64, 2 layers")
+    parser.add_argument("--workdir", type=Path, default=None, help="where fixture and results go (default: a temp folder)")
+    # internal: one method in a worker process
+    parser.add_argument("--worker", default=None, help=argparse.SUPPRESS)
+    parser.add_argument("--serve", action="store_true", help=argparse.SUPPRESS)
+    cli = parser.parse_args(argv)
+    defaults = {"examples": (400, 2000), "hidden_size": (64, 256), "num_layers": (2, 4), "naive_examples": (50, 200)}
+    for name, (quick, full) in defaults.items():
+        if getattr(cli, name) is None:
+            setattr(cli, name, quick if cli.quick else full)
+    if cli.worker is None:
+        _check(cli.examples >= 1, f"--examples must be >= 1; got {cli.examples}.")
+        _check(cli.repeats >= 2, f"--repeats must be >= 2 (best and spread need two runs); got {cli.repeats}.")
+        _check(cli.batch_size >= 1, f"--batch-size must be >= 1; got {cli.batch_size}.")
+        _check(cli.hidden_size % 4 == 0, f"--hidden-size must be a multiple of 4 (4 heads); got {cli.hidden_size}.")
+        _check(1 <= cli.naive_examples, f"--naive-examples must be >= 1; got {cli.naive_examples}.")
+        _check(cli.processes >= 1, f"--processes must be >= 1; got {cli.processes}.")
+        _check(cli.threads >= cli.processes,
+               f"--threads ({cli.threads}) must be >= --processes ({cli.processes}): each process needs a thread.")
+        unknown = set(cli.methods.split(",")) - set(METHOD_TITLES)
+        _check(not unknown, f"--methods: unknown {sorted(unknown)}; allowed: {sorted(METHOD_TITLES)}.")
+    return cli
+
+
+def _check(condition: bool, message: str) -> None:
+    if not condition:
+        raise SystemExit(f"bench_eval.py: {message}")
+
+
+# ---- the fixture: tokenizer, model checkpoint, held-out token ids -------------------------------
+
+
+def _quiet_transformers() -> None:
+    from transformers.utils import logging as hf_logging
+
+    hf_logging.disable_progress_bar()
+    hf_logging.set_verbosity_error()
+
+
+def build_fixture(config: BenchConfig, workdir: Path) -> dict:
+    """Train the tokenizer, build and save the model, draw the held-out set; all deterministic."""
+    sys.path.insert(0, str(EXAMPLES))
+    _quiet_transformers()
+    from synthetic_reviews import make_reviews, tiny_llama_classifier, train_tokenizer
+
+    reviews = make_reviews(4000, seed=config.seed)
+    texts = [r["text"] for r in reviews]
+    tokenizer = train_tokenizer(texts, vocab_size=config.vocab_size)
+    model = tiny_llama_classifier(
+        tokenizer, hidden_size=config.hidden_size, num_layers=config.num_layers, seed=config.seed
+    )
+    checkpoint = workdir / "checkpoint"
+    model.save_pretrained(checkpoint)
+    tokenizer.save_pretrained(checkpoint)
+
+    # A stream of real review tokens; each example is a slice of it of its drawn length, ending with [EOS].
+    stream = np.array(
+        [t for ids in tokenizer(texts, add_special_tokens=False)["input_ids"] for t in ids], dtype=np.int64
+    )
+    rng = np.random.default_rng(config.seed)
+    lengths = np.clip(
+        np.rint(rng.lognormal(np.log(config.median_length), config.length_sigma, config.examples)),
+        MIN_LENGTH, MAX_LENGTH,
+    ).astype(np.int64)
+    starts = rng.integers(0, stream.size - MAX_LENGTH, config.examples)
+    labels = (rng.random(config.examples) >= 0.3).astype(np.int64)  # 30% NEGATIVE (0), as the reviews
+    offsets = np.concatenate(([0], np.cumsum(lengths)))
+    flat = np.empty(int(offsets[-1]), dtype=np.int64)
+    for i, (start, length) in enumerate(zip(starts, lengths)):
+        flat[offsets[i] : offsets[i + 1] - 1] = stream[start : start + length - 1]
+        flat[offsets[i + 1] - 1] = tokenizer.eos_token_id
+    np.savez(workdir / "held_out.npz", flat=flat, offsets=offsets, labels=labels)
+    return {
+        "parameters": int(sum(p.numel() for p in model.parameters())),
+        "vocab": len(tokenizer),
+        "heads": model.config.num_attention_heads,
+        "intermediate": model.config.intermediate_size,
+        "lengths": lengths,
+    }
+
+
+def load_held_out(workdir: Path) -> tuple[list[list[int]], np.ndarray]:
+    data = np.load(workdir / "held_out.npz")
+    flat, offsets = data["flat"], data["offsets"]
+    ids = [flat[offsets[i] : offsets[i + 1]].tolist() for i in range(len(offsets) - 1)]
+    return ids, data["labels"]
+
+
+# ---- worker side: one method in a fresh process -------------------------------------------------
+
+
+def _peak_rss_mb() -> float:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0  # Linux: kilobytes
+
+
+def _cpu_seconds() -> float:
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    return usage.ru_utime + usage.ru_stime
+
+
+class ForwardTimer:
+    """Wall seconds spent inside ``model.forward`` (top-level hooks, a few microseconds per call)."""
+
+    def __init__(self, model) -> None:
+        self.seconds = 0.0
+        self.calls = 0
+        self._start = 0.0
+        model.register_forward_pre_hook(self._before)
+        model.register_forward_hook(self._after)
+
+    def _before(self, module, args) -> None:
+        self._start = time.perf_counter()
+
+    def _after(self, module, args, output) -> None:
+        self.seconds += time.perf_counter() - self._start
+        self.calls += 1
+
+    def reset(self) -> None:
+        self.seconds, self.calls = 0.0, 0
+
+
+class TimedCollate:
+    """A collator wrapper that adds up the wall seconds spent collating."""
+
+    def __init__(self, inner) -> None:
+        self.inner = inner
+        self.seconds = 0.0
+
+    def __call__(self, features):
+        start = time.perf_counter()
+        out = self.inner(features)
+        self.seconds += time.perf_counter() - start
+        return out
+
+    def reset(self) -> None:
+        self.seconds = 0.0
+
+
+def _softmax(logits):
+    import torch
+
+    return torch.softmax(logits.float(), dim=-1).numpy().astype(np.float32)  # as evaluate_model
+
+
+def _dataset(ids: list[list[int]], labels: np.ndarray):
+    from datasets import Dataset
+
+    return Dataset.from_dict(
+        {"input_ids": ids, "attention_mask": [[1] * len(x) for x in ids], "labels": labels.tolist()}
+    )
+
+
+class CallbackMethod:
+    """``evaluate_model`` + ``compute_metrics``, as ``BestCheckpointCallback._evaluate_and_rank`` runs them."""
+
+    def __init__(self, checkpoint: Path, ids, labels, batch_size: int) -> None:
+        from transformers import AutoModelForSequenceClassification, AutoTokenizer, DataCollatorWithPadding
+
+        from trainer_ext.evaluation import prepare_held_out
+        from trainer_ext.metrics import class_slugs
+
+        self.model = AutoModelForSequenceClassification.from_pretrained(checkpoint)
+        tokenizer = AutoTokenizer.from_pretrained(checkpoint)
+        names = [self.model.config.id2label[i] for i in sorted(self.model.config.id2label)]
+        self.slugs = class_slugs(names)
+        dataset = _dataset(ids, labels)
+        start = time.perf_counter()
+        self.held_out = prepare_held_out(dataset, name="holdout", label_names=names)
+        self.prepare_seconds = time.perf_counter() - start  # once per training run, at on_train_begin
+        self.warmup_set = prepare_held_out(
+            _dataset(ids[:WARMUP_EXAMPLES], labels[:WARMUP_EXAMPLES]), name="warmup", label_names=names
+        )
+        self.collate = TimedCollate(DataCollatorWithPadding(tokenizer))
+        self.batch_size = batch_size
+        self.forward = ForwardTimer(self.model)
+        self.metrics_seconds = 0.0
+
+    def run(self, warmup: bool = False):
+        from trainer_ext.evaluation import evaluate_model
+        from trainer_ext.metrics import compute_metrics
+
+        held_out = self.warmup_set if warmup else self.held_out
+        output = evaluate_model(
+            self.model, held_out, collate=self.collate, batch_size=self.batch_size, num_classes=len(self.slugs)
+        )
+        start = time.perf_counter()
+        compute_metrics(output.labels, output.predictions, output.probabilities, label_names=self.slugs)
+        self.metrics_seconds = time.perf_counter() - start
+        return output.probabilities, output.predictions, np.arange(len(held_out))
+
+    def breakdown(self) -> dict:
+        return {"collate_s": self.collate.seconds, "forward_s": self.forward.seconds,
+                "forward_calls": self.forward.calls, "metrics_s": self.metrics_seconds}
+
+    def reset(self) -> None:
+        self.collate.reset()
+        self.forward.reset()
+
+
+class TrainerMethod:
+    """``Trainer.evaluate`` with a ``compute_metrics`` that returns the callback's keys."""
+
+    def __init__(self, checkpoint: Path, ids, labels, batch_size: int, output_dir: Path) -> None:
+        from transformers import (
+            AutoModelForSequenceClassification,
+            AutoTokenizer,
+            DataCollatorWithPadding,
+            Trainer,
+            TrainingArguments,
+        )
+
+        from trainer_ext.metrics import class_slugs, compute_metrics
+
+        self.model = AutoModelForSequenceClassification.from_pretrained(checkpoint)
+        tokenizer = AutoTokenizer.from_pretrained(checkpoint)
+        names = [self.model.config.id2label[i] for i in sorted(self.model.config.id2label)]
+        slugs = class_slugs(names)
+        self.captured: dict = {}
+
+        def metrics_from_logits(eval_pred):
+            import torch
+
+            logits = eval_pred.predictions[0] if isinstance(eval_pred.predictions, tuple) else eval_pred.predictions
+            probabilities = _softmax(torch.from_numpy(np.asarray(logits)))
+            self.captured["probabilities"] = probabilities
+            return compute_metrics(eval_pred.label_ids, probabilities=probabilities, label_names=slugs)
+
+        args = TrainingArguments(
+            output_dir=str(output_dir),
+            per_device_eval_batch_size=batch_size,
+            use_cpu=True,
+            report_to=[],
+            disable_tqdm=True,
+        )
+        self.collate = TimedCollate(DataCollatorWithPadding(tokenizer))
+        self.dataset = _dataset(ids, labels)
+        self.warmup_set = self.dataset.select(range(min(WARMUP_EXAMPLES, len(ids))))
+        self.trainer = Trainer(
+            model=self.model, args=args, data_collator=self.collate, compute_metrics=metrics_from_logits
+        )
+        self.forward = ForwardTimer(self.model)
+
+    def run(self, warmup: bool = False):
+        dataset = self.warmup_set if warmup else self.dataset
+        self.trainer.evaluate(eval_dataset=dataset)
+        probabilities = self.captured["probabilities"]
+        return probabilities, probabilities.argmax(axis=1), np.arange(len(dataset))
+
+    def breakdown(self) -> dict:
+        return {"collate_s": self.collate.seconds, "forward_s": self.forward.seconds, "forward_calls": self.forward.calls}
+
+    def reset(self) -> None:
+        self.collate.reset()
+        self.forward.reset()
+
+
+class LoopMethod:
+    """A plain ``no_grad`` loop: batches of B rows, right-padded to the batch's longest row."""
+
+    def __init__(self, checkpoint: Path, ids, batch_size: int, *, length_sorted: bool) -> None:
+        from transformers import AutoModelForSequenceClassification
+
+        self.model = AutoModelForSequenceClassification.from_pretrained(checkpoint).eval()
+        self.pad_id = self.model.config.pad_token_id
+        self.ids = ids
+        self.batch_size = batch_size
+        self.length_sorted = length_sorted
+        self.forward = ForwardTimer(self.model)
+        self.collate_seconds = 0.0
+
+    def run(self, warmup: bool = False):
+        import torch
+
+        n = min(WARMUP_EXAMPLES, len(self.ids)) if warmup else len(self.ids)
+        lengths = np.array([len(x) for x in self.ids[:n]])
+        order = np.argsort(-lengths, kind="stable") if self.length_sorted else np.arange(n)
+        probabilities = np.empty((n, self.model.config.num_labels), dtype=np.float32)
+        with torch.no_grad():
+            for begin in range(0, n, self.batch_size):
+                index = order[begin : begin + self.batch_size]
+                start = time.perf_counter()
+                width = int(lengths[index].max())
+                input_ids = torch.full((len(index), width), self.pad_id, dtype=torch.long)
+                attention_mask = torch.zeros((len(index), width), dtype=torch.long)
+                for row, i in enumerate(index):
+                    input_ids[row, : lengths[i]] = torch.tensor(self.ids[i])
+                    attention_mask[row, : lengths[i]] = 1
+                self.collate_seconds += time.perf_counter() - start
+                logits = self.model(input_ids=input_ids, attention_mask=attention_mask).logits
+                probabilities[index] = _softmax(logits)
+        return probabilities, probabilities.argmax(axis=1), np.arange(n)
+
+    def breakdown(self) -> dict:
+        return {"collate_s": self.collate_seconds, "forward_s": self.forward.seconds, "forward_calls": self.forward.calls}
+
+    def reset(self) -> None:
+        self.collate_seconds = 0.0
+        self.forward.reset()
+
+
+class NaiveMethod:
+    """Reload the checkpoint from disk, then one ``no_grad`` forward per example (no padding)."""
+
+    def __init__(self, checkpoint: Path, ids, naive_examples: int) -> None:
+        self.checkpoint = checkpoint
+        self.ids = ids[: min(naive_examples, len(ids))]
+        self.load_seconds = 0.0
+        self.forward_seconds = 0.0
+
+    def run(self, warmup: bool = False):
+        import torch
+        from transformers import AutoModelForSequenceClassification
+
+        subset = self.ids[:8] if warmup else self.ids
+        start = time.perf_counter()
+        model = AutoModelForSequenceClassification.from_pretrained(self.checkpoint).eval()
+        loaded = time.perf_counter()
+        probabilities = np.empty((len(subset), model.config.num_labels), dtype=np.float32)
+        with torch.no_grad():
+            for i, ids in enumerate(subset):
+                probabilities[i] = _softmax(model(input_ids=torch.tensor([ids])).logits)[0]
+        self.load_seconds = loaded - start
+        self.forward_seconds = time.perf_counter() - loaded
+        return probabilities, probabilities.argmax(axis=1), np.arange(len(subset))
+
+    def breakdown(self) -> dict:
+        return {"load_s": self.load_seconds, "per_example_loop_s": self.forward_seconds, "subset": len(self.ids)}
+
+    def reset(self) -> None:
+        pass
+
+
+def _make_method(name: str, workdir: Path, config: BenchConfig):
+    checkpoint = workdir / "checkpoint"
+    ids, labels = load_held_out(workdir)
+    if name in ("callback", "callback-dist"):
+        return CallbackMethod(checkpoint, ids, labels, config.batch_size)
+    if name == "trainer":
+        return TrainerMethod(checkpoint, ids, labels, config.batch_size, workdir / "trainer_output")
+    if name in ("loop", "sorted"):
+        return LoopMethod(checkpoint, ids, config.batch_size, length_sorted=name == "sorted")
+    if name == "naive":
+        return NaiveMethod(checkpoint, ids, config.naive_examples)
+    raise SystemExit(f"bench_eval.py: unknown worker method {name!r}")
+
+
+class WorkerSession:
+    """One method in this process: set up once, then warm-up, timed runs and a final report on request."""
+
+    def __init__(self, cli: argparse.Namespace) -> None:
+        import torch
+
+        torch.set_num_threads(cli.threads)
+        _quiet_transformers()
+        self.cli = cli
+        self.config = BenchConfig(**json.loads((cli.workdir / "config.json").read_text(encoding="utf-8")))
+        if cli.worker == "callback-dist":
+            from accelerate import PartialState
+
+            PartialState()  # initialises the gloo process group from the launcher's environment
+        import trainer_ext.distributed as distributed
+
+        self.distributed = distributed
+        self.method = _make_method(cli.worker, cli.workdir, self.config)
+        self.setup_rss = _peak_rss_mb()
+        self.times: list[float] = []
+        self.cpu: list[float] = []
+        self.breakdowns: list[dict] = []
+        self.result = None
+
+    def warmup(self) -> None:
+        self.method.run(warmup=True)
+
+    def timed_run(self) -> float:
+        self.method.reset()
+        self.distributed.barrier()
+        cpu_start, start = _cpu_seconds(), time.perf_counter()
+        self.result = self.method.run()
+        seconds = time.perf_counter() - start
+        self.times.append(seconds)
+        self.cpu.append(_cpu_seconds() - cpu_start)
+        self.breakdowns.append(self.method.breakdown())
+        return seconds
+
+    def finish(self) -> None:
+        """Write ``<method>.json`` (every rank's facts) and ``<method>.npz`` (scores of the last run)."""
+        import torch
+
+        profile_lines = _profile(self.method) if self.cli.profile and self.cli.worker == "callback" else []
+        facts = {
+            "rank": self.distributed.rank(),
+            "world": self.distributed.world_size(),
+            "torch_threads": torch.get_num_threads(),
+            "interop_threads": torch.get_num_interop_threads(),
+            "omp_num_threads": os.environ.get("OMP_NUM_THREADS"),
+            "setup_rss_mb": self.setup_rss,
+            "peak_rss_mb": _peak_rss_mb(),
+            "times": self.times,
+            "cpu_seconds": self.cpu,
+            "breakdowns": self.breakdowns,
+            "prepare_seconds": getattr(self.method, "prepare_seconds", None),
+        }
+        every_rank = self.distributed.all_gather_objects(facts)
+        if self.distributed.is_main():
+            probabilities, predictions, index = self.result
+            workdir, name = self.cli.workdir, self.cli.worker
+            np.savez(workdir / f"{name}.npz", probabilities=probabilities, predictions=predictions, index=index)
+            report = {"ranks": every_rank, "profile": profile_lines}
+            (workdir / f"{name}.json").write_text(json.dumps(report, indent=2), encoding="utf-8")
+        self.distributed.barrier()
+
+
+_REPLY = "@@bench "  # prefix of the protocol lines a serving worker writes
+
+
+def run_worker(cli: argparse.Namespace) -> None:
+    """One-shot (under a launcher): warm up, time ``repeats`` runs, finish. Serving (``--serve``): obey
+    ``warmup`` / ``run`` / ``finish`` lines on stdin, so that the parent can interleave the methods."""
+    if not cli.serve:
+        session = WorkerSession(cli)
+        session.warmup()
+        for _ in range(session.config.repeats):
+            session.timed_run()
+        session.finish()
+        return
+    # The protocol owns the real stdout; anything else printed (Trainer logs, warnings) goes to stderr.
+    protocol = os.fdopen(os.dup(1), "w", buffering=1)
+    os.dup2(2, 1)
+    session = WorkerSession(cli)
+    protocol.write(f"{_REPLY}ready\n")
+    for line in sys.stdin:
+        command = line.strip()
+        if command == "warmup":
+            session.warmup()
+            protocol.write(f"{_REPLY}done\n")
+        elif command == "run":
+            protocol.write(f"{_REPLY}{session.timed_run():.6f}\n")
+        elif command == "finish":
+            session.finish()
+            protocol.write(f"{_REPLY}done\n")
+            return
+
+
+def _profile(method: CallbackMethod) -> list[str]:
+    import cProfile
+    import io
+    import pstats
+
+    profiler = cProfile.Profile()
+    profiler.enable()
+    method.run()
+    profiler.disable()
+    stream = io.StringIO()
+    pstats.Stats(profiler, stream=stream).sort_stats("tottime").print_stats(18)
+    return [line for line in stream.getvalue().splitlines() if line.strip()]
+
+
+# ---- parent side: launch the workers, check, print ---------------------------------------------
+
+
+def _worker_env(threads: int, **extra: str) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if k not in _LAUNCHER_VARIABLES}
+    env.update(
+        OMP_NUM_THREADS=str(threads), MKL_NUM_THREADS=str(threads), TOKENIZERS_PARALLELISM="false",
+        HF_HUB_OFFLINE="1", TRANSFORMERS_OFFLINE="1", HF_DATASETS_OFFLINE="1", PYTHONUNBUFFERED="1",
+        CUDA_VISIBLE_DEVICES="",
+    )
+    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(REPO), env.get("PYTHONPATH", "")]))
+    env.update(extra)
+    return env
+
+
+def _free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def _accelerate_command() -> list[str]:
+    binary = Path(sys.executable).with_name("accelerate")
+    return [str(binary), "launch"] if binary.exists() else [sys.executable, "-m", "accelerate.commands.launch"]
+
+
+def launch_workers(method: str, cli: argparse.Namespace, *, processes: int, threads: int) -> dict:
+    """Launch ``method`` as ``processes`` ranks under ``accelerate launch``, one-shot (warm-up, ``repeats``
+    timed runs, report); return the report. Stops the benchmark, showing the end of the workers' output, if
+    the launch fails or times out (the whole launch, in its own process group, is then killed)."""
+    script = [str(Path(__file__).resolve()), "--worker", method, "--workdir", str(cli.workdir), "--threads", str(threads)]
+    command = [
+        *_accelerate_command(), "--multi_gpu", "--num_processes", str(processes), "--num_machines", "1",
+        "--main_process_port", str(_free_port()), "--mixed_precision", "no", "--dynamo_backend", "no", *script,
+    ]
+    log = cli.workdir / f"{method}.log"
+    label = f"{method} ({processes} processes x {threads} thread{'s' if threads > 1 else ''})"
+    print(f"  launching {label} ...", end=" ", flush=True)
+    start = time.perf_counter()
+    with open(log, "w", encoding="utf-8") as out:
+        launch = subprocess.Popen(
+            command, env=_worker_env(threads, ACCELERATE_USE_CPU="true"), stdout=out, stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+        try:
+            code = launch.wait(timeout=WORKER_TIMEOUT)
+        except subprocess.TimeoutExpired:
+            os.killpg(launch.pid, signal.SIGKILL)  # the launcher and its ranks: only what this call started
+            launch.wait()
+            code = "timeout"
+    print(f"{time.perf_counter() - start:.0f} s")
+    if code != 0:
+        tail = log.read_text(encoding="utf-8", errors="replace").splitlines()[-40:]
+        raise SystemExit(f"bench_eval.py: {label} failed ({code}); last lines of {log}:\n" + "\n".join(tail))
+    return _load_report(cli.workdir, method, command)
+
+
+class ServedWorker:
+    """A worker process serving one method (``--serve``); the parent drives it one command at a time."""
+
+    def __init__(self, method: str, cli: argparse.Namespace, *, threads: int) -> None:
+        self.method = method
+        self.workdir = cli.workdir
+        self.command = [sys.executable, str(Path(__file__).resolve()), "--worker", method, "--serve",
+                        "--workdir", str(cli.workdir), "--threads", str(threads)]
+        if cli.profile and method == "callback":
+            self.command.append("--profile")
+        self.log_path = cli.workdir / f"{method}.log"
+        self._log = open(self.log_path, "w", encoding="utf-8")
+        self.process = subprocess.Popen(
+            self.command, env=_worker_env(threads), stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+            stderr=self._log, text=True, bufsize=1,
+        )
+        self._reply("start")
+
+    def _reply(self, what: str) -> str:
+        # A watchdog kills a worker that does not answer in time, so that the benchmark cannot hang.
+        watchdog = threading.Timer(WORKER_TIMEOUT, self.process.kill)
+        watchdog.start()
+        try:
+            for line in self.process.stdout:
+                if line.startswith(_REPLY):
+                    return line[len(_REPLY):].strip()
+        finally:
+            watchdog.cancel()
+        self.process.wait()
+        self._log.flush()
+        tail = self.log_path.read_text(encoding="utf-8", errors="replace").splitlines()[-40:]
+        raise SystemExit(f"bench_eval.py: worker {self.method} died during {what} (exit {self.process.returncode}); "
+                         f"last lines of {self.log_path}:\n" + "\n".join(tail))
+
+    def _ask(self, command: str) -> str:
+        self.process.stdin.write(command + "\n")
+        self.process.stdin.flush()
+        return self._reply(command)
+
+    def warmup(self) -> None:
+        self._ask("warmup")
+
+    def run(self) -> float:
+        return float(self._ask("run"))
+
+    def finish(self) -> dict:
+        self._ask("finish")
+        self.process.stdin.close()
+        self.process.wait(timeout=60)
+        self._log.close()
+        return _load_report(self.workdir, self.method, self.command)
+
+
+def _load_report(workdir: Path, method: str, command: list[str]) -> dict:
+    report = json.loads((workdir / f"{method}.json").read_text(encoding="utf-8"))
+    scores = np.load(workdir / f"{method}.npz")
+    report["probabilities"], report["predictions"], report["index"] = (
+        scores["probabilities"], scores["predictions"], scores["index"]
+    )
+    report["command"] = command
+    return report
+
+
+@dataclass
+class Row:
+    key: str
+    title: str
+    seconds: float  # wall seconds, best of the repeats (extrapolated for naive)
+    spread: float  # max - min of the repeats (extrapolated for naive)
+    cpu_seconds: float  # CPU seconds (user + system, all threads and ranks) of the best-CPU repeat
+    peak_mb: float
+    added_mb: float
+    note: str = ""
+
+
+def summarise(key: str, report: dict, *, examples: int, title: str | None = None) -> Row:
+    ranks = report["ranks"]
+    # Under several processes a run takes as long as its slowest rank.
+    times = [max(r["times"][k] for r in ranks) for k in range(len(ranks[0]["times"]))]
+    peak = sum(r["peak_rss_mb"] for r in ranks)
+    added = sum(r["peak_rss_mb"] - r["setup_rss_mb"] for r in ranks)
+    cpu = [sum(r["cpu_seconds"][k] for r in ranks) for k in range(len(times))]
+    best, spread, best_cpu, note = min(times), max(times) - min(times), min(cpu), ""
+    if key == "naive":
+        # Load once + the per-example loop scaled from the subset to the whole set, per repeat; CPU seconds
+        # scaled by the same factor.
+        scaled = [b["load_s"] + b["per_example_loop_s"] * examples / b["subset"] for b in ranks[0]["breakdowns"]]
+        best, spread = min(scaled), max(scaled) - min(scaled)
+        best_cpu = min(c * s / t for c, s, t in zip(cpu, scaled, times))
+        subset = ranks[0]["breakdowns"][0]["subset"]
+        note = f"extrapolated from {subset} examples"
+    if len(ranks) > 1:
+        note = f"{len(ranks)} processes, peak = sum of ranks"
+    return Row(key, title or METHOD_TITLES[key], best, spread, best_cpu, peak, added, note)
+
+
+def check_agreement(reference: dict, other: dict) -> tuple[bool, int, float, float]:
+    """(argmax equal everywhere, number of differing argmax, max |p - p_ref|, smallest margin of a differing row)."""
+    index = other["index"]
+    ref_p, ref_pred = reference["probabilities"][index], reference["predictions"][index]
+    differing = other["predictions"] != ref_pred
+    max_diff = float(np.abs(other["probabilities"] - ref_p).max()) if index.size else 0.0
+    margin = float(np.abs(ref_p[differing, 0] - ref_p[differing, 1]).min()) if differing.any() else float("nan")
+    return (not differing.any()), int(differing.sum()), max_diff, margin
+
+
+def work_figures(lengths: np.ndarray, batch_size: int, processes: int = 1) -> dict[str, str]:
+    """Batches and padded tokens of each method's batching (what the forward passes compute over)."""
+    from trainer_ext.evaluation import assign_batches, batch_cost, plan_batches
+
+    real = int(lengths.sum())
+
+    def fixed(order):
+        batches = [order[i : i + batch_size] for i in range(0, len(order), batch_size)]
+        return len(batches), sum(len(b) * int(lengths[b].max()) for b in batches)
+
+    n_loop, pad_loop = fixed(np.arange(lengths.size))
+    n_sorted, pad_sorted = fixed(np.argsort(-lengths, kind="stable"))
+    plan = plan_batches(lengths, batch_size)
+    pad_plan = sum(batch_cost(b, lengths) for b in plan)
+    rows = [len(b) for b in plan]
+    figures = {
+        "callback": f"{len(plan)} batches of {min(rows)}..{max(rows)} rows, {pad_plan:,} padded tokens ({pad_plan / real:.2f}x real)",
+        "trainer": f"{n_loop} batches of <= {batch_size} rows, {pad_loop:,} padded tokens ({pad_loop / real:.2f}x real)",
+        "loop": f"{n_loop} batches of <= {batch_size} rows, {pad_loop:,} padded tokens ({pad_loop / real:.2f}x real)",
+        "sorted": f"{n_sorted} batches of <= {batch_size} rows, {pad_sorted:,} padded tokens ({pad_sorted / real:.2f}x real)",
+        "naive": f"{lengths.size} forward passes of 1 row, {real:,} tokens (no padding)",
+    }
+    if processes > 1:
+        shards = assign_batches(plan, lengths, processes)
+        loads = [sum(batch_cost(plan[b], lengths) for b in s) for s in shards]
+        figures["shards"] = ", ".join(f"rank {r}: {len(s)} batches, {t:,} padded tokens" for r, (s, t) in enumerate(zip(shards, loads)))
+    return figures
+
+
+def machine_facts() -> dict[str, str]:
+    import torch
+    import transformers
+
+    cpu_model = "unknown"
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu_model = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    available = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    return {
+        "cpu": f"{cpu_model}; {os.cpu_count()} logical cores, {available} available to this process",
+        "memory": f"{os.sysconf('SC_PAGE_SIZE') * os.sysconf('SC_PHYS_PAGES') / 2**30:.1f} GiB",
+        "software": f"Python {platform.python_version()}, torch {torch.__version__}, transformers {transformers.__version__}",
+    }
+
+
+def _fmt_ratio(value: float) -> str:
+    return f"{value:.2f}x"
+
+
+def _print_method_details(row: Row, report: dict, figure: str) -> None:
+    ranks = report["ranks"]
+    times = ", ".join(f"{t:.2f}" for t in ranks[0]["times"])
+    threads = "; ".join(f"rank {r['rank']}: torch {r['torch_threads']} threads (OMP_NUM_THREADS={r['omp_num_threads']})" for r in ranks)
+    util = [c / t for r in ranks for c, t in zip(r["cpu_seconds"], r["times"])]
+    b = ranks[0]["breakdowns"][int(np.argmin(ranks[0]["times"]))]
+    parts = []
+    if "forward_s" in b:
+        calls = max(1, b["forward_calls"])
+        parts.append(f"forward {b['forward_s']:.2f} s in {b['forward_calls']} calls")
+        parts.append(f"collate {b['collate_s']:.3f} s ({b['collate_s'] / calls * 1000:.1f} ms/batch)")
+        parts.append(f"other {min(ranks[0]['times']) - b['forward_s'] - b['collate_s']:.3f} s")
+        if "metrics_s" in b:
+            parts.append(f"compute_metrics {b['metrics_s'] * 1000:.1f} ms")
+    if "load_s" in b:
+        parts.append(f"from_pretrained {b['load_s']:.2f} s + {b['subset']} single-example forwards {b['per_example_loop_s']:.2f} s "
+                     f"({b['per_example_loop_s'] / b['subset'] * 1000:.1f} ms/example)")
+    print(f"  {row.title}")
+    what = f"runs on {b['subset']} examples" if "subset" in b else "runs (rank 0)"
+    print(f"    {what}: {times} s; best {row.seconds:.2f} s, spread {row.spread:.2f} s, {row.cpu_seconds:.2f} CPU s"
+          f"{'; ' + row.note if row.note else ''}")
+    print(f"    best run: {'; '.join(parts)}")
+    print(f"    work: {figure}")
+    print(f"    threads: {threads}; CPU utilisation (cpu s / wall s) {min(util):.2f}..{max(util):.2f}")
+    print(f"    memory: peak RSS {row.peak_mb:.0f} MB, +{row.added_mb:.0f} MB over setup")
+    if ranks[0].get("prepare_seconds") is not None:
+        print(f"    (one-time prepare_held_out at on_train_begin: {ranks[0]['prepare_seconds']:.2f} s, not in the time)")
+
+
+def _print_table(rows: list[Row], ratio_to: Row, ratio_label: str) -> None:
+    print(f"| method | seconds (best, spread) | CPU seconds | peak RSS MB (+ over setup) | ratio ({ratio_label}) |")
+    print("|---|---:|---:|---:|---:|")
+    for row in rows:
+        note = f" ({row.note})" if row.note else ""
+        print(f"| {row.title}{note} | {row.seconds:.2f} ± {row.spread:.2f} | {row.cpu_seconds:.1f} | "
+              f"{row.peak_mb:.0f} (+{row.added_mb:.0f}) | {row.seconds / ratio_to.seconds:.2f} |")
+
+
+def main(argv: list[str] | None = None) -> None:
+    cli = parse_args(argv)
+    if cli.worker is not None:
+        run_worker(cli)
+        return
+
+    wall_start = time.perf_counter()
+    load_before = os.getloadavg()
+    temporary = cli.workdir is None
+    command_line = " ".join(shlex.quote(a) for a in [sys.executable, *sys.argv])
+    cli.workdir = (cli.workdir or Path(tempfile.mkdtemp(prefix="bench_eval_"))).resolve()
+    cli.workdir.mkdir(parents=True, exist_ok=True)
+    config = BenchConfig(
+        examples=cli.examples, hidden_size=cli.hidden_size, num_layers=cli.num_layers, vocab_size=cli.vocab_size,
+        batch_size=cli.batch_size, repeats=cli.repeats, naive_examples=min(cli.naive_examples, cli.examples),
+        median_length=cli.median_length, length_sigma=cli.length_sigma, seed=cli.seed,
+    )
+    (cli.workdir / "config.json").write_text(json.dumps(asdict(config), indent=2), encoding="utf-8")
+
+    print(f"bench_eval: {command_line}")
+    facts = machine_facts()
+    for key, value in facts.items():
+        print(f"  {key}: {value}")
+    print(f"  load average before: {load_before[0]:.2f} (1 min), {load_before[1]:.2f} (5 min)")
+    if load_before[0] > 0.5:
+        print("  WARNING: other processes are using the CPU; times are slower and noisier than on an idle machine.")
+
+    fixture = build_fixture(config, cli.workdir)
+    lengths = fixture["lengths"]
+    print(
+        f"  model: LlamaForSequenceClassification from config, hidden {config.hidden_size}, {config.num_layers} layers, "
+        f"{fixture['heads']} heads, intermediate {fixture['intermediate']}, vocab {fixture['vocab']} "
+        f"(WordPiece trained here), {fixture['parameters'] / 1e6:.2f} M parameters, fp32"
+    )
+    print(
+        f"  held-out: {config.examples} examples, token lengths log-normal (median {config.median_length:g}, "
+        f"sigma {config.length_sigma:g}) clipped to [{MIN_LENGTH}, {MAX_LENGTH}]: mean {lengths.mean():.1f}, "
+        f"median {np.median(lengths):.0f}, p90 {np.percentile(lengths, 90):.0f}, max {lengths.max()}, "
+        f"{int(lengths.sum()):,} tokens"
+    )
+    print(f"  batch size B = {config.batch_size}; {config.repeats} timed runs per method after one warm-up "
+          f"({WARMUP_EXAMPLES} examples); work folder {cli.workdir}")
+    figures = work_figures(lengths, config.batch_size, cli.processes)
+
+    if cli.processes > 1:
+        run_processes_mode(cli, config, figures, facts, command_line, load_before, wall_start)
+    else:
+        run_methods_mode(cli, config, figures, facts, command_line, load_before, wall_start)
+    if temporary:  # kept (its path was printed above) when a worker failed or predictions disagreed
+        shutil.rmtree(cli.workdir, ignore_errors=True)
+
+
+def _print_contention_warning(reports: list[dict]) -> None:
+    """Say so when a run got much less CPU than it had threads: the wall figures are then not idle figures."""
+    worst = []
+    for report in reports:
+        for r in report["ranks"]:
+            utilisation = min(c / t for c, t in zip(r["cpu_seconds"], r["times"]))
+            if utilisation < 0.8 * r["torch_threads"]:
+                worst.append(f"{utilisation:.2f} of {r['torch_threads']}")
+    if worst:
+        print()
+        print(f"WARNING: some runs got far less CPU than their threads (cpu s / wall s: {', '.join(sorted(set(worst)))}): "
+              f"other processes were using the cores, so wall times (and ratios between methods) are not those of an "
+              f"idle machine. Re-run on an idle machine, compare the CPU-seconds column, or use --threads 1 "
+              f"(a single thread loses only its fair share of a busy machine).")
+
+
+def _print_footer(facts: dict, command_line: str, load_before, wall_start: float, threads_line: str) -> None:
+    load_after = os.getloadavg()
+    print()
+    print(f"Command: `{command_line}`")
+    print(f"Machine: {facts['cpu']}, {facts['memory']}; {facts['software']}.")
+    print(f"Threads: {threads_line}")
+    print(f"Load average (1 min) before / after: {load_before[0]:.2f} / {load_after[0]:.2f}. "
+          f"Whole benchmark: {time.perf_counter() - wall_start:.0f} s.")
+
+
+def run_methods_mode(cli, config: BenchConfig, figures, facts, command_line, load_before, wall_start) -> None:
+    wanted = ["callback"] + [m for m in cli.methods.split(",") if m != "callback"]
+    order = [m for m in METHOD_TITLES if m in wanted]
+    print()
+    print(f"Starting {len(order)} worker processes, one per method, {cli.threads} thread(s) each; "
+          f"set-up and warm-up one at a time:")
+    workers = {}
+    for m in order:
+        start = time.perf_counter()
+        workers[m] = ServedWorker(m, cli, threads=cli.threads)
+        workers[m].warmup()
+        print(f"  {m}: ready in {time.perf_counter() - start:.0f} s", flush=True)
+    print("Timed runs, interleaved (one method runs at a time; the order rotates each round):")
+    for round_number in range(config.repeats):
+        shift = round_number % len(order)
+        times = []
+        for m in order[shift:] + order[:shift]:
+            times.append(f"{m} {workers[m].run():.2f} s")
+        print(f"  round {round_number + 1}: " + ", ".join(times), flush=True)
+    reports = {m: workers[m].finish() for m in order}
+    rows = {m: summarise(m, reports[m], examples=config.examples) for m in order}
+
+    print()
+    print("Details:")
+    for m in order:
+        _print_method_details(rows[m], reports[m], figures[m])
+    if reports["callback"]["profile"]:
+        print()
+        print("cProfile of one callback evaluation (sorted by own time):")
+        for line in reports["callback"]["profile"]:
+            print(f"    {line}")
+
+    print()
+    print(f"Agreement with the callback's predictions (tolerance {PROBABILITY_TOLERANCE:g} on probabilities):")
+    all_agree = True
+    for m in order[1:]:
+        equal, n_diff, max_diff, margin = check_agreement(reports["callback"], reports[m])
+        ok = equal and max_diff <= PROBABILITY_TOLERANCE
+        all_agree &= ok
+        extra = "" if equal else f"; {n_diff} differ (smallest margin |p0 - p1| among them {margin:.2e})"
+        print(f"  {m:8s} {len(reports[m]['index']):5d} examples: argmax {'equal' if equal else 'DIFFERENT'}, "
+              f"max |dp| = {max_diff:.2e} -> {'OK' if ok else 'MISMATCH'}{extra}")
+
+    callback = rows["callback"]
+    print()
+    print("Ratios and targets:")
+    def cpu_ratio(a: Row, b: Row) -> str:
+        return f"(CPU seconds: {_fmt_ratio(a.cpu_seconds / b.cpu_seconds)})"
+
+    print("  (targets judged on wall seconds; the CPU-seconds ratio is less sensitive to other load on the machine)")
+    if "trainer" in rows:
+        r = callback.seconds / rows["trainer"].seconds
+        print(f"  callback / Trainer.evaluate   = {_fmt_ratio(r)}  target <= {TARGET_VS_TRAINER}x: "
+              f"{'MET' if r <= TARGET_VS_TRAINER else f'NOT MET (by {r / TARGET_VS_TRAINER:.2f}x)'}  "
+              f"{cpu_ratio(callback, rows['trainer'])}")
+    if "sorted" in rows:
+        r = callback.seconds / rows["sorted"].seconds
+        print(f"  callback / length-sorted loop = {_fmt_ratio(r)}  target <= {TARGET_VS_SORTED}x: "
+              f"{'MET' if r <= TARGET_VS_SORTED else f'NOT MET (by {r / TARGET_VS_SORTED:.2f}x)'}  "
+              f"{cpu_ratio(callback, rows['sorted'])}")
+    if "loop" in rows:
+        print(f"  callback / loop, dataset order = {_fmt_ratio(callback.seconds / rows['loop'].seconds)}  (no target)  "
+              f"{cpu_ratio(callback, rows['loop'])}")
+    if "naive" in rows:
+        r = rows["naive"].seconds / callback.seconds
+        print(f"  naive / callback              = {_fmt_ratio(r)}  target >= {TARGET_NAIVE_SPEEDUP:g}x: "
+              f"{'MET' if r >= TARGET_NAIVE_SPEEDUP else f'NOT MET (short by {TARGET_NAIVE_SPEEDUP / r:.2f}x)'}  "
+              f"{cpu_ratio(rows['naive'], callback)}  (naive extrapolated from {config.naive_examples} examples)")
+    print(f"  predictions: {'all methods agree' if all_agree else 'MISMATCH, see above'}")
+
+    print()
+    print(f"Table ({config.examples} examples, hidden {config.hidden_size}, {config.num_layers} layers, B = {config.batch_size}, "
+          f"1 process x {cli.threads} threads, best of {config.repeats} runs):")
+    print()
+    _print_table([rows[m] for m in order], callback, "seconds / callback")
+    _print_contention_warning([reports[m] for m in order])
+    _print_footer(facts, command_line, load_before, wall_start,
+                  f"every method ran in its own process with OMP_NUM_THREADS=MKL_NUM_THREADS={cli.threads} and "
+                  f"torch.set_num_threads({cli.threads}) (torch reported {reports['callback']['ranks'][0]['torch_threads']}; "
+                  f"interop {reports['callback']['ranks'][0]['interop_threads']}).")
+    if not all_agree:
+        raise SystemExit(1)
+
+
+def run_processes_mode(cli, config: BenchConfig, figures, facts, command_line, load_before, wall_start) -> None:
+    processes = cli.processes
+    per_process = cli.threads // processes
+    print()
+    print(f"Running the callback's evaluation: 1 process x {cli.threads} threads, {processes} processes x "
+          f"{per_process} thread(s) (the same {cli.threads} cores), then 1 process again (bracketing, against drifting load):")
+    worker = ServedWorker("callback", cli, threads=cli.threads)
+    worker.warmup()
+    before = [worker.run() for _ in range(config.repeats)]
+    print(f"  1 process: {', '.join(f'{t:.2f}' for t in before)} s")
+    multi = launch_workers("callback-dist", cli, processes=processes, threads=per_process)
+    print(f"  {processes} processes: {', '.join(f'{t:.2f}' for t in multi['ranks'][0]['times'])} s (rank 0)")
+    after = [worker.run() for _ in range(config.repeats)]
+    print(f"  1 process: {', '.join(f'{t:.2f}' for t in after)} s")
+    single = worker.finish()
+    one = summarise("callback", single, examples=config.examples, title=f"callback, 1 process x {cli.threads} threads")
+    many = summarise("callback", multi, examples=config.examples,
+                     title=f"callback, {processes} processes x {per_process} thread{'s' if per_process > 1 else ''}")
+    print()
+    print("Details:")
+    _print_method_details(one, single, figures["callback"])
+    _print_method_details(many, multi, figures["callback"] + "; " + figures["shards"])
+    for r in multi["ranks"]:
+        b = r["breakdowns"][int(np.argmin(r["times"]))]
+        print(f"    rank {r['rank']}: best {min(r['times']):.2f} s, forward {b['forward_s']:.2f} s in {b['forward_calls']} calls, "
+              f"collate {b['collate_s']:.2f} s, peak RSS {r['peak_rss_mb']:.0f} MB")
+    equal, n_diff, max_diff, margin = check_agreement(single, multi)
+    ok = equal and max_diff <= PROBABILITY_TOLERANCE and len(multi["index"]) == config.examples
+    print()
+    print(f"Agreement of {processes} processes with 1 process: argmax {'equal' if equal else f'DIFFERENT ({n_diff})'}, "
+          f"max |dp| = {max_diff:.2e} -> {'OK' if ok else 'MISMATCH'}")
+    ratio = many.seconds / one.seconds
+    print(f"Ratio {processes} processes / 1 process = {_fmt_ratio(ratio)} of the wall time "
+          f"(speed-up {one.seconds / many.seconds:.2f}x on the same {cli.threads} cores; CPU seconds "
+          f"{many.cpu_seconds:.1f} vs {one.cpu_seconds:.1f})")
+    print()
+    print(f"Table ({config.examples} examples, hidden {config.hidden_size}, {config.num_layers} layers, B = {config.batch_size}, "
+          f"best of {config.repeats} runs per launch, of {2 * config.repeats} for 1 process):")
+    print()
+    _print_table([one, many], one, "seconds / 1 process")
+    _print_contention_warning([single, multi])
+    threads_used = "; ".join(f"rank {r['rank']} torch {r['torch_threads']}" for r in multi["ranks"])
+    _print_footer(facts, command_line, load_before, wall_start,
+                  f"1 process: OMP_NUM_THREADS={cli.threads}, torch {single['ranks'][0]['torch_threads']} threads; "
+                  f"{processes} processes: OMP_NUM_THREADS={per_process} each ({threads_used}); launched with "
+                  f"`ACCELERATE_USE_CPU=true {' '.join(multi['command'][:12])} ...`.")
+    if not ok:
+        raise SystemExit(1)
+
+
+if __name__ == "__main__":
+    main()
