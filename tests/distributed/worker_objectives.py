@@ -65,6 +65,9 @@ def main() -> None:
         processing_class=tokenizer, callbacks=[callback],
     )
     trainer.train()
+    if torch.distributed.is_initialized():  # leave together (see worker_train.py)
+        torch.distributed.barrier()
+        torch.distributed.destroy_process_group()
 
 
 if __name__ == "__main__":

@@ -154,6 +154,11 @@ def main() -> None:
     }
     # allow_nan: best_metric may be NaN; the test reads it back with json (which accepts NaN).
     (cli.out / f"rank{_launcher_rank()}.json").write_text(json.dumps(report, indent=2, sort_keys=True), encoding="utf-8")
+    # Leave together and tear the process group down: a rank whose interpreter exits while gloo still holds
+    # connections to a peer that is busy can abort ("terminate called without an active exception").
+    if torch.distributed.is_initialized():
+        torch.distributed.barrier()
+        torch.distributed.destroy_process_group()
 
 
 if __name__ == "__main__":

@@ -1,6 +1,6 @@
 """Data, model and helpers shared by the reliability tests (not a test module).
 
-``keyword_reviews`` is the pattern of ``tests/integration/test_trainer_interplay.py``: the label is carried
+``keyword_reviews`` (from ``examples/synthetic_reviews.py``, shared with the integration tests): the label is carried
 by one or two keywords, which the tiny Llama classifier of ``examples/synthetic_reviews.py`` learns within
 a few steps at lr 1e-2. The callback's held-out set is the Trainer's eval set with every label flipped and
 the objective is accuracy: as the model learns, the Trainer's eval loss falls (it prefers late
@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import contextlib
 import gc
-import random
 import sys
 from pathlib import Path
 
@@ -21,26 +20,9 @@ for folder in (REPO / "examples", REPO / "scripts"):
     if str(folder) not in sys.path:
         sys.path.insert(0, str(folder))
 
-_POSITIVE = "good great love excellent nice fine".split()
-_NEGATIVE = "bad awful hate terrible poor broken".split()
-_FILLER = "the phone battery screen it was and service food movie very this a of".split()
-
-
-def keyword_reviews(n: int, seed: int, negative_share: float = 0.4) -> list[dict]:
-    rng = random.Random(seed)
-    rows = []
-    for _ in range(n):
-        label = 0 if rng.random() < negative_share else 1
-        words = [rng.choice(_FILLER) for _ in range(rng.randint(3, 12))]
-        for _ in range(rng.randint(1, 2)):
-            words.insert(rng.randrange(len(words) + 1), rng.choice(_NEGATIVE if label == 0 else _POSITIVE))
-        rows.append({"text": " ".join(words), "label": label})
-    return rows
-
-
 def keyword_data(train_size: int = 32, eval_size: int = 32) -> dict:
     """Plain lists of features (a torch-style dataset of dicts): no ``datasets`` round trip."""
-    from synthetic_reviews import train_tokenizer
+    from synthetic_reviews import keyword_reviews, train_tokenizer
     from transformers import DataCollatorWithPadding
 
     train_rows, eval_rows = keyword_reviews(train_size, seed=1), keyword_reviews(eval_size, seed=2)
