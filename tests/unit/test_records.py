@@ -388,7 +388,8 @@ def test_markdown_without_a_best_marks_no_row():
 
 def test_pure_modules_import_neither_torch_nor_transformers():
     code = (
-        "import sys, trainer_ext.selection, trainer_ext.objectives, trainer_ext.records, trainer_ext.metrics; "
+        "import sys, trainer_ext.selection, trainer_ext.objectives, trainer_ext.records, trainer_ext.metrics, "
+        "trainer_ext.uncertainty, trainer_ext.thresholds, trainer_ext.scoring, trainer_ext.leaderboard; "
         "loaded = [m for m in ('torch', 'transformers') if m in sys.modules]; "
         "assert not loaded, loaded"
     )
