@@ -36,6 +36,7 @@ __all__ = [
     "barrier",
     "any_rank",
     "agree",
+    "raise_if_any",
     "join_launch",
     "leave_launch",
 ]
@@ -141,6 +142,26 @@ def any_rank(flag: bool) -> bool:
     value = torch.tensor([1 if flag else 0], dtype=torch.int64, device=_device())
     torch.distributed.all_reduce(value, op=torch.distributed.ReduceOp.MAX)
     return bool(value.item())
+
+
+def raise_if_any(failure: BaseException | None, what: str) -> None:
+    """COLLECTIVE: raise on every rank when any rank holds a ``failure``.
+
+    The rank where it happened re-raises its own exception; every other rank raises a RuntimeError
+    naming ``what``. Used in place of a barrier after work that may fail on one rank only (a forward
+    pass, a write on the main process), so that no rank waits forever for one that left::
+
+        failure = None
+        try:
+            work()
+        except Exception as exc:
+            failure = exc
+        raise_if_any(failure, "writing the records of checkpoint-10")
+    """
+    if any_rank(failure is not None):
+        if failure is not None:
+            raise failure
+        raise RuntimeError(f"trainer_ext: {what} failed on another process; see that process's error.")
 
 
 def barrier() -> None:
