@@ -1,8 +1,205 @@
-"""Every contact trainer_ext has with the Trainer's internals, in one module.
+"""Every contact trainer_ext has with the Trainer beyond the public callback contract, in one module.
 
-(Being written: the lead's redesign moves each contact here from callback.py.)
+The callback contract (hooks receive ``args, state, control, model, processing_class``) gives no handle
+on the Trainer and no way to log or load. Each contact below is here, and only here, for a reason:
+
+1. **The Trainer and its CallbackHandler, found on the call stack** (``sys._getframe``) in
+   ``on_train_begin``, which the Trainer's training loop calls through its handler. The handler's
+   ``on_log`` sends our held-out metrics to every ``report_to`` integration exactly like the Trainer's
+   own logs; the Trainer is needed for 3, 4 and the model card.
+2. **The best-metric gate.** When the Trainer evaluates with its own ``metric_for_best_model``, its
+   ``_determine_best_metric`` compares ``metrics[...]`` with ``state.best_metric`` and would move
+   ``best_global_step`` (and so rotation's protected folder) to whatever its metric prefers. For that
+   one comparison we set ``state.best_metric`` to ``-inf``/``+inf`` (it succeeds) when this checkpoint
+   is the new business-best, NaN (it fails) otherwise; the true fields come back at the next hook.
+   ``EarlyStoppingCallback`` reads the same field, so it counts evaluations without business
+   improvement.
+3. **Sharded best-model loading.** Under DeepSpeed / FSDP only ``Trainer._load_best_model`` knows how to
+   fill sharded parameters; we call it when the Trainer will not load the best itself
+   (``load_best_model_at_end=False``). Otherwise weights are loaded with :func:`checkpoint_io.load_weights`,
+   and with ``load_best_model_at_end=True`` the Trainer's own loader loads ``state.best_model_checkpoint``.
+4. **Provenance after ``save_model``.** ``trainer.save_model()`` after training is wrapped so that the
+   saved folder also says how its checkpoint was chosen.
+5. **Rotation under ``keep_top_k``.** The Trainer's rotation keeps the newest checkpoint and one best;
+   to keep the k best we set ``args.save_total_limit = None`` for the run and rotate ourselves with the
+   user's limit, which is put back at the end of training.
+
+Public ``TrainerState`` fields (``best_metric``, ``best_global_step``, ``best_model_checkpoint``) are set
+through :func:`point_state_at` so that every write to them is in this module too.
 """
 
 from __future__ import annotations
+
+import copy
+import logging
+import math
+import os
+import sys
+import warnings
+from collections.abc import Callable, Mapping
+from typing import Any
+
+from transformers.trainer_callback import CallbackHandler
+from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR
+
+from .errors import TrainerExtWarning
+
+logger = logging.getLogger(__name__)
+
+__all__ = ["TrainerBridge", "BestMetricGate", "checkpoint_name", "point_state_at", "saves_nothing", "best_strategy"]
+
+
+def checkpoint_name(global_step: int) -> str:
+    """The folder the Trainer saves at ``global_step``: ``checkpoint-<step>``."""
+    return f"{PREFIX_CHECKPOINT_DIR}-{global_step}"
+
+
+def saves_nothing(args: Any) -> bool:
+    return str(getattr(args.save_strategy, "value", args.save_strategy)) == "no"
+
+
+def best_strategy(args: Any) -> bool:
+    """``save_strategy="best"``: the Trainer saves only when its own metric improves."""
+    return str(getattr(args.save_strategy, "value", args.save_strategy)) == "best"
+
+
+def point_state_at(args: Any, state: Any, global_step: int, value: float | None, checkpoint: str) -> None:
+    """Make ``checkpoint`` the Trainer's best: rotation keeps it, best-model loading loads it."""
+    state.best_global_step = global_step
+    state.best_metric = value
+    state.best_model_checkpoint = os.path.join(args.output_dir, checkpoint)
+
+
+class BestMetricGate:
+    """Contact 2 of the module docstring: the Trainer's own best-metric comparison, made to agree."""
+
+    def __init__(self) -> None:
+        self._hidden: tuple[Any, Any, Any] | None = None
+
+    def close(self, args: Any, state: Any, *, new_best: bool) -> None:
+        """Before the Trainer's comparison at this step: succeed exactly when ``new_best``."""
+        if self._hidden is None:
+            self._hidden = (getattr(state, "best_global_step", None), state.best_metric, state.best_model_checkpoint)
+        if new_best:
+            state.best_metric = -math.inf if args.greater_is_better else math.inf
+        else:
+            state.best_metric = math.nan
+
+    def open(self, state: Any) -> None:
+        """Put the true best fields back (at the next hook)."""
+        if self._hidden is not None:
+            state.best_global_step, state.best_metric, state.best_model_checkpoint = self._hidden
+            self._hidden = None
+
+
+class TrainerBridge:
+    """The running Trainer as trainer_ext reaches it. Made in ``on_train_begin`` (see the module docstring)."""
+
+    def __init__(self, callback: Any) -> None:
+        self.handler = _find_callback_handler(callback)
+        self.trainer = _find_trainer()
+        self.gate = BestMetricGate()
+        self._user_save_total_limit: int | None = None
+        self._took_rotation = False
+
+    @property
+    def sharded(self) -> bool:
+        """DeepSpeed or FSDP: parameters are sharded and only the Trainer's loader fills them."""
+        trainer = self.trainer
+        return trainer is not None and bool(
+            getattr(trainer, "is_deepspeed_enabled", False) or getattr(trainer, "is_fsdp_enabled", False)
+        )
+
+    # ---- contact 1: logging through the Trainer's callbacks -----------------------------------
+
+    def log(self, args: Any, state: Any, control: Any, logs: Mapping[str, float]) -> None:
+        """Append ``logs`` to ``state.log_history`` and send them to every ``report_to`` integration."""
+        logs = dict(logs)
+        if state.epoch is not None:
+            logs["epoch"] = state.epoch
+        state.log_history.append({**logs, "step": state.global_step})
+        if self.handler is not None:
+            # CallbackHandler.on_log clears control.should_log: hand it a copy, or the Trainer would skip
+            # its own loss log at this step.
+            self.handler.on_log(args, state, copy.copy(control), logs)
+
+    # ---- contact 3: loading the best weights ---------------------------------------------------
+
+    def load_best(self, model: Any, checkpoint_dir: str) -> None:
+        """Load ``checkpoint_dir`` into ``model`` (the Trainer's loader under DeepSpeed / FSDP)."""
+        if self.sharded:
+            logger.info("Loading the business-best checkpoint %s with the Trainer's loader", checkpoint_dir)
+            self.trainer._load_best_model()
+            return
+        from .checkpoint_io import load_weights
+
+        logger.info("Loading the business-best checkpoint %s", checkpoint_dir)
+        load_weights(model, checkpoint_dir)
+
+    # ---- contact 4: provenance after save_model -------------------------------------------------
+
+    def after_save_model(self, write: Callable[[str], None], default_dir: str) -> None:
+        """From now on ``trainer.save_model(dir)`` also calls ``write(dir)`` (main process decides in ``write``)."""
+        trainer = self.trainer
+        if trainer is None:
+            return
+        original = getattr(trainer.save_model, "__trainer_ext_original__", trainer.save_model)
+
+        def save_model(output_dir=None, _internal_call=False):
+            original(output_dir, _internal_call)
+            if not _internal_call:
+                write(output_dir or default_dir)
+
+        save_model.__trainer_ext_original__ = original  # type: ignore[attr-defined]
+        trainer.save_model = save_model
+
+    # ---- contact 5: rotation under keep_top_k ---------------------------------------------------
+
+    def take_over_rotation(self, args: Any) -> None:
+        self._user_save_total_limit, args.save_total_limit = args.save_total_limit, None
+        self._took_rotation = True
+
+    def give_back_rotation(self, args: Any) -> None:
+        if self._took_rotation:
+            args.save_total_limit = self._user_save_total_limit
+            self._took_rotation = False
+
+    @property
+    def save_total_limit(self) -> int | None:
+        """The user's ``save_total_limit`` while we rotate for the Trainer."""
+        return self._user_save_total_limit
+
+
+def _find_callback_handler(callback: Any) -> CallbackHandler | None:
+    frame = sys._getframe(1)
+    for _ in range(10):
+        if frame is None:
+            break
+        candidate = frame.f_locals.get("self")
+        if isinstance(candidate, CallbackHandler) and callback in candidate.callbacks:
+            return candidate
+        frame = frame.f_back
+    warnings.warn(
+        "BestCheckpointCallback: could not find the Trainer's callback handler; held-out metrics go to "
+        "state.log_history only, not to report_to integrations.",
+        TrainerExtWarning,
+        stacklevel=3,
+    )
+    return None
+
+
+def _find_trainer() -> Any:
+    from transformers import Trainer
+
+    frame = sys._getframe(1)
+    for _ in range(14):
+        if frame is None:
+            return None
+        candidate = frame.f_locals.get("self")
+        if isinstance(candidate, Trainer):
+            return candidate
+        frame = frame.f_back
+    return None
+
 
 # ---- model card and trackers (H6) ----

@@ -1,0 +1,241 @@
+"""The state of one training run, in memory: the checkpoints evaluated so far, the evaluation waiting
+for its save, the current selection, and what a resumed run reads back from disk.
+
+Pure: no torch, no transformers, so it is tested without a Trainer (``tests/unit/test_tracker.py``).
+The callback asks it questions ("is this a new best?", "which folders may rotation delete?") and tells
+it what happened ("checkpoint-20 was evaluated", "it was saved"); every decision about files on disk is
+made from facts the callback read on the main process and shared with every rank.
+
+Life of one evaluation::
+
+    ranked = tracker.propose(checkpoint, global_step, scores)   # ranked among every recorded one
+    tracker.hold(PendingEvaluation(record, scores, outputs))    # waiting for the Trainer's save
+    ...                                                         # the Trainer saves the folder
+    pending = tracker.commit()                                  # now a record of the run
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from .objectives import Objective
+from .records import RECORD_FILENAME, CheckpointRecord, leaderboard_payload
+from .selection import Candidate, RankedCandidate, Selection, select_best
+
+__all__ = ["PendingEvaluation", "RunTracker", "ResumedRun", "incomplete_checkpoint", "read_resumed_run"]
+
+
+@dataclass(frozen=True)
+class PendingEvaluation:
+    """A checkpoint evaluated in memory, not yet written: its record, scores and per-set outputs."""
+
+    record: CheckpointRecord
+    scores: Any  # trainer_ext.scoring.CheckpointScores
+    outputs: Mapping[str | None, Any]  # per held-out set: labels, probabilities (for the scores file)
+
+    @property
+    def checkpoint(self) -> str:
+        return self.record.checkpoint
+
+    @property
+    def global_step(self) -> int:
+        return self.record.global_step
+
+
+@dataclass(frozen=True)
+class ResumedRun:
+    """What a resumed run reads back (on the main process, then shared with every rank)."""
+
+    records: dict[str, CheckpointRecord]
+    predictions: dict[str, np.ndarray]  # objective set's per-example predictions, for paired comparisons
+    unrecorded: str | None  # the checkpoint resumed from, when its record or scores are incomplete
+
+
+class RunTracker:
+    """Records, the pending evaluation and the selection of one run.
+
+    Args:
+        objective: the business objective.
+        compare: ``compare(first, second, first_predictions, second_predictions)`` -> a paired
+            comparison (with ``win_share`` and ``to_dict()``) of two checkpoints on the same examples,
+            or None when the objective's key cannot be resampled from predictions.
+        keep_top_k: how many of the best checkpoints rotation must keep (None: the Trainer rotates).
+    """
+
+    def __init__(self, objective: Objective, *, compare: Any = None, keep_top_k: int | None = None) -> None:
+        self.objective = objective
+        self.keep_top_k = keep_top_k
+        self._compare = compare
+        self.records: dict[str, CheckpointRecord] = {}
+        self.exists: dict[str, bool] = {}
+        self.predictions: dict[str, np.ndarray] = {}
+        self.pending: PendingEvaluation | None = None
+        self.selection: Selection | None = None
+        self.comparison: dict[str, Any] | None = None
+        self.unrecorded: str | None = None
+
+    # ---- questions ----------------------------------------------------------------------------
+
+    @property
+    def best(self) -> RankedCandidate | None:
+        return self.selection.best if self.selection is not None else None
+
+    def is_pending(self, checkpoint: str) -> bool:
+        return self.pending is not None and self.pending.checkpoint == checkpoint
+
+    def value_for_trainer(self) -> float:
+        """The objective value the Trainer's ``metric_for_best_model`` should see at this evaluation:
+        the pending checkpoint's, else the best's; NaN when there is none."""
+        if self.pending is not None:
+            value = self.pending.record.objective_value
+        else:
+            value = self.best.objective_value if self.best is not None else None
+        return math.nan if value is None else float(value)
+
+    def protected(self) -> list[str]:
+        """The ``keep_top_k`` best checkpoints (empty without keep_top_k)."""
+        if self.keep_top_k is None or self.selection is None:
+            return []
+        return [r.checkpoint for r in self.selection.ranking[: self.keep_top_k]]
+
+    def leaderboard(self) -> dict[str, Any] | None:
+        """The content of checkpoint_leaderboard.json, or None before any checkpoint is recorded."""
+        if self.selection is None:
+            return None
+        return leaderboard_payload(
+            self.selection, self.records, self.exists, protected=self.protected(), comparison=self.comparison
+        )
+
+    def folders_to_rotate(self, folders: Sequence[str], save_total_limit: int | None) -> list[str]:
+        """keep_top_k's rotation: which of ``folders`` (checkpoint folder names in step order) to delete
+        so that at most ``save_total_limit`` remain, never the newest, the best or the top k."""
+        if save_total_limit is None or save_total_limit <= 0:
+            return []
+        keep = set(self.protected()) | ({folders[-1]} if folders else set())
+        if self.best is not None:
+            keep.add(self.best.checkpoint)
+        removable = [f for f in folders if f not in keep]
+        excess = len(folders) - max(save_total_limit, len(keep))
+        return removable[: max(0, excess)]
+
+    # ---- what happened ------------------------------------------------------------------------
+
+    def propose(self, checkpoint: str, global_step: int, scores: Any, predictions: np.ndarray | None) -> RankedCandidate:
+        """A new evaluation of ``checkpoint``: rank it among the recorded ones (the selection now includes
+        it) and return its place. ``predictions``: the objective set's per-example predictions."""
+        if predictions is not None:
+            self.predictions[checkpoint] = np.asarray(predictions).astype(np.int16)
+        candidates = [c for c in self._candidates() if c.checkpoint != checkpoint]
+        candidates.append(Candidate(checkpoint, global_step, scores.metrics))
+        self.select(candidates=candidates)
+        return next(r for r in self.selection.ranking if r.checkpoint == checkpoint)
+
+    def hold(self, pending: PendingEvaluation) -> None:
+        """Keep an evaluation until its folder is saved."""
+        self.pending = pending
+
+    def commit(self) -> PendingEvaluation:
+        """The pending evaluation's folder was saved: it becomes a record of the run."""
+        pending, self.pending = self.pending, None
+        if pending is None:
+            raise RuntimeError("trainer_ext: no evaluation is waiting for this save")
+        self.records[pending.checkpoint] = pending.record
+        return pending
+
+    def forget_unsaved(self, global_step: int) -> None:
+        """An evaluation of an earlier step that was never saved (``save_strategy="best"`` when it was not
+        a new best) is dropped."""
+        if self.pending is not None and self.pending.global_step != global_step:
+            self.predictions.pop(self.pending.checkpoint, None)
+            self.pending = None
+            if self.records:
+                self.select()
+            else:
+                self.selection = None
+
+    def select(self, *, candidates: list[Candidate] | None = None, final: bool = False) -> Selection:
+        """Rank, then compare the best with the runner-up on the same examples (paired bootstrap)."""
+        candidates = self._candidates() if candidates is None else candidates
+        self.selection = select_best(candidates, self.objective, final=final, p_value=self._p_value)
+        self.comparison = self._compare_best_with_runner_up()
+        return self.selection
+
+    def resume(self, resumed: ResumedRun) -> None:
+        """Continue the run read back from disk (:func:`read_resumed_run`)."""
+        self.records, self.predictions = dict(resumed.records), dict(resumed.predictions)
+        self.unrecorded = resumed.unrecorded
+        if self.records:
+            self.select()
+
+    # ---- internals ----------------------------------------------------------------------------
+
+    def _candidates(self) -> list[Candidate]:
+        candidates = [Candidate(r.checkpoint, r.global_step, r.metrics) for r in self.records.values()]
+        if self.pending is not None and self.pending.checkpoint not in self.records:
+            record = self.pending.record
+            candidates.append(Candidate(record.checkpoint, record.global_step, record.metrics))
+        return candidates
+
+    def _paired(self, first: str, second: str):
+        if self._compare is None or first not in self.predictions or second not in self.predictions:
+            return None
+        return self._compare(first, second, self.predictions[first], self.predictions[second])
+
+    def _p_value(self, challenger: str, incumbent: str) -> float:
+        comparison = self._paired(challenger, incumbent)
+        if comparison is None:  # predictions of a rotated-away checkpoint from before a resume: value decides
+            return 0.0
+        return 1.0 - comparison.win_share
+
+    def _compare_best_with_runner_up(self) -> dict[str, Any] | None:
+        ranking = self.selection.ranking if self.selection else ()
+        if self.objective.bootstrap_resamples == 0 or len(ranking) < 2 or self.selection.best is None:
+            return None
+        comparison = self._paired(ranking[0].checkpoint, ranking[1].checkpoint)
+        return comparison.to_dict() if comparison else None
+
+
+def incomplete_checkpoint(
+    output_dir: str | Path, checkpoint: str, records: Mapping[str, CheckpointRecord], needed_files: Iterable[str]
+) -> str | None:
+    """On resume (main process): ``checkpoint`` when the Trainer saved it but its record or scores are
+    missing (the previous run died between the Trainer's save and ours, or while we wrote), else None."""
+    folder = Path(output_dir) / checkpoint
+    if not (folder / "trainer_state.json").is_file():
+        return None
+    names = [RECORD_FILENAME, *needed_files]
+    if checkpoint in records and all((folder / name).is_file() for name in names):
+        return None
+    return checkpoint
+
+
+def read_resumed_run(
+    output_dir: str | Path,
+    *,
+    global_step: int,
+    checkpoint: str,
+    objective: Objective,
+    objective_set: str | None,
+    needed_files: Iterable[str],
+) -> ResumedRun:
+    """The records of the run being resumed at ``global_step`` (later ones are forgotten), the saved
+    predictions of the objective's held-out set, and whether ``checkpoint`` still needs its record.
+    Reads the file system: call it on the main process and share the result."""
+    from .leaderboard import read_records, scores_filename
+    from .records import load_scores
+
+    records = read_records(output_dir, up_to_step=global_step, objective=objective)
+    filename = scores_filename(objective_set)
+    predictions = {}
+    for name in records:
+        path = Path(output_dir) / name / filename
+        if path.is_file():
+            predictions[name] = load_scores(path)["predictions"].astype(np.int16)
+    unrecorded = incomplete_checkpoint(output_dir, checkpoint, records, needed_files)
+    return ResumedRun(records, predictions, unrecorded)
