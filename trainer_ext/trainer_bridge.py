@@ -203,3 +203,146 @@ def _find_trainer() -> Any:
 
 
 # ---- model card and trackers (H6) ----
+#
+# Two more contacts, both after training:
+#
+# 6. **The model card.** ``Trainer.create_model_card`` (which ``Trainer.push_to_hub`` calls before its
+#    upload) rewrites ``<output_dir>/README.md`` from scratch, with its last evaluation's results. It is
+#    replaced on the Trainer instance (:func:`wrap_create_model_card`) so that, after the original has
+#    written its card, ours is written over it: the Trainer's metadata and text are kept, the
+#    "How this checkpoint was chosen" section is added and the model-index results become the
+#    business-best's (:func:`trainer_ext.provenance.model_card_with_choice`).
+# 7. **The trackers' own objects.** The chosen checkpoint's confusion matrix is not a scalar, so it does
+#    not go through ``on_log``: :func:`log_confusion_matrix` writes it with TensorBoardCallback's
+#    ``SummaryWriter`` class into its log directory, and into MLflowCallback's run with the MLflow client.
+#    Both integrations close their writer / end their run in their ``on_train_end``, which the
+#    CallbackHandler calls before ours (report_to integrations come before user callbacks), so the
+#    matrix is written through a new writer in the same log directory, and into the run MLflow ended last.
+#    tensorboard and mlflow are optional: they are only reached through the integration callbacks the
+#    Trainer made, never imported here.
+
+import functools  # noqa: E402 - this section's own imports (the module's are above, in another hand)
+from collections.abc import Sequence  # noqa: E402
+
+
+def wrap_create_model_card(trainer: Any, write: Callable[[str], None]) -> None:
+    """From now on ``trainer.create_model_card(...)`` (and ``trainer.push_to_hub(...)``, which calls it
+    before uploading ``args.output_dir``) ends with ``write(args.output_dir)``, on the global main
+    process only (the Trainer writes its card there only). ``write`` is expected to rewrite the card
+    in that folder, e.g. ``lambda folder: write_provenance(folder, payload, held_out)``; an exception from
+    it propagates, so that a card without the choice is never uploaded silently.
+
+    Calling it again (a second ``train()``) replaces ``write``; the Trainer's original method is wrapped
+    once. Does nothing when ``trainer`` is None.
+    """
+    if trainer is None:
+        return
+    original = getattr(trainer.create_model_card, "__trainer_ext_original__", trainer.create_model_card)
+
+    @functools.wraps(original)
+    def create_model_card(*args: Any, **kwargs: Any) -> Any:
+        result = original(*args, **kwargs)
+        if trainer.is_world_process_zero():
+            write(trainer.args.output_dir)
+        return result
+
+    create_model_card.__trainer_ext_original__ = original  # type: ignore[attr-defined]
+    trainer.create_model_card = create_model_card
+
+
+def log_confusion_matrix(
+    handler_or_trainer: Any,
+    matrix: Sequence[Sequence[int]],
+    labels: Sequence[str],
+    *,
+    step: int,
+    checkpoint: str,
+    name: str = "holdout",
+    args: Any = None,
+) -> list[str]:
+    """Send the chosen checkpoint's confusion matrix (rows: true class, columns: predicted, in ``labels``
+    order) to the active ``report_to`` integrations that have a place for it; return their names.
+
+    * ``tensorboard``: a text (a Markdown table) under the tag ``<name>/confusion_matrix`` at ``step``,
+      in TensorBoardCallback's log directory (``args.logging_dir`` on transformers 4.x).
+    * ``mlflow``: the artifact ``trainer_ext/<name>_confusion_matrix.json`` (``checkpoint``,
+      ``global_step``, ``labels``, ``matrix``) in the run MLflowCallback logged to.
+
+    Call it on the global main process, at the end of training (``on_train_end``), with the Trainer's
+    ``CallbackHandler`` or the Trainer. Returns ``[]`` (and does nothing) when neither integration is
+    active. A tracker that fails is reported as a ``TrainerExtWarning``: it never fails a finished run.
+    """
+    callbacks = getattr(getattr(handler_or_trainer, "callback_handler", handler_or_trainer), "callbacks", None) or []
+    if args is None:
+        args = getattr(handler_or_trainer, "args", None)
+    rows = [[int(v) for v in row] for row in matrix]
+    names = [str(label) for label in labels]
+    logged: list[str] = []
+    for callback in callbacks:
+        kind = _tracker_kind(callback)
+        if kind is None:
+            continue
+        try:
+            if kind == "tensorboard":
+                _confusion_to_tensorboard(callback, args, rows, names, step=step, checkpoint=checkpoint, name=name)
+            else:
+                _confusion_to_mlflow(callback, rows, names, step=step, checkpoint=checkpoint, name=name)
+        except Exception as exc:  # noqa: BLE001 - a tracker must never fail a finished training run
+            warnings.warn(
+                f"BestCheckpointCallback: could not send the confusion matrix of {checkpoint} to {kind}: {exc}",
+                TrainerExtWarning,
+                stacklevel=2,
+            )
+        else:
+            logged.append(kind)
+    return logged
+
+
+def _tracker_kind(callback: Any) -> str | None:
+    # The integration classes live in a module that imports no tracker at import time.
+    from transformers.integrations.integration_utils import MLflowCallback, TensorBoardCallback
+
+    if isinstance(callback, TensorBoardCallback):
+        return "tensorboard"
+    if isinstance(callback, MLflowCallback):
+        return "mlflow"
+    return None
+
+
+def _confusion_markdown(rows: Sequence[Sequence[int]], labels: Sequence[str], checkpoint: str) -> str:
+    lines = [
+        f"Confusion matrix of {checkpoint} (rows: true class, columns: predicted class)",
+        "",
+        "| true \\ predicted | " + " | ".join(labels) + " |",
+        "|---" * (len(labels) + 1) + "|",
+    ]
+    lines += [f"| **{label}** | " + " | ".join(str(v) for v in row) + " |" for label, row in zip(labels, rows)]
+    return "\n".join(lines)
+
+
+def _confusion_to_tensorboard(callback: Any, args: Any, rows, labels, *, step: int, checkpoint: str, name: str) -> None:
+    text = _confusion_markdown(rows, labels, checkpoint)
+    tag = f"{name}/confusion_matrix"
+    if callback.tb_writer is not None:
+        callback.tb_writer.add_text(tag, text, step)
+        callback.tb_writer.flush()
+        return
+    # The integration closed its writer in its on_train_end: a new writer in the same directory.
+    log_dir = getattr(callback, "logging_dir", None) or getattr(args, "logging_dir", None)
+    make_writer = getattr(callback, "_SummaryWriter", None)
+    if log_dir is None or make_writer is None:
+        raise RuntimeError("TensorBoardCallback has no log directory (it was not set up on this process)")
+    writer = make_writer(log_dir=log_dir)
+    try:
+        writer.add_text(tag, text, step)
+    finally:
+        writer.close()
+
+
+def _confusion_to_mlflow(callback: Any, rows, labels, *, step: int, checkpoint: str, name: str) -> None:
+    mlflow = callback._ml_flow
+    run = mlflow.active_run() or mlflow.last_active_run()
+    if run is None:
+        raise RuntimeError("MLflowCallback has no run (it was not set up on this process)")
+    payload = {"checkpoint": checkpoint, "global_step": int(step), "labels": list(labels), "matrix": [list(r) for r in rows]}
+    mlflow.tracking.MlflowClient().log_dict(run.info.run_id, payload, f"trainer_ext/{name}_confusion_matrix.json")
