@@ -21,7 +21,6 @@ import argparse
 import bisect
 import dataclasses
 import json
-import math
 import os
 import sys
 import time
@@ -30,20 +29,21 @@ from pathlib import Path
 from typing import Any, NoReturn
 
 from .errors import ConfigurationError, InfeasibleObjectiveError, SchemaVersionError
-from .leaderboard import (
-    Ranking,
-    build_record,
-    checkpoint_folders,
-    checkpoint_step,
-    rank_records,
-    read_records,
-    save_set_scores,
-    write_best_into_trainer_state,
-    write_leaderboard,
-    write_threshold_into_config,
-)
 from .objectives import Constraint, Objective, known_direction
-from .records import LEADERBOARD_FILENAME, CheckpointRecord, read_json, render_leaderboard_markdown
+from .records import (
+    LEADERBOARD_FILENAME,
+    PREVIOUS_LEADERBOARD_FILENAME,
+    TRAINER_STATE_FILENAME,
+    CheckpointRecord,
+    append_previous_entries,
+    build_record,
+    checkpoint_step,
+    write_best_into_trainer_state,
+    write_checkpoint_files,
+    write_leaderboard,
+)
+from .render import leaderboard_markdown, leaderboard_table
+from .run_folder import EarlierLeaderboard, Ranking, checkpoint_folders, rank_records, read_earlier_leaderboard, read_records
 from .selection import Candidate, select_best
 
 __all__ = ["main", "CommandError"]
@@ -72,6 +72,16 @@ class CommandError(Exception):
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the command line; return the exit status (the console script passes it to ``sys.exit``)."""
+    try:
+        status = _main(argv)
+        sys.stdout.flush()  # a reader that left shows here, not as a traceback at interpreter exit
+    except BrokenPipeError:
+        _detach_stdout()
+        return EXIT_OK
+    return status
+
+
+def _main(argv: Sequence[str] | None) -> int:
     parser = _parser()
     command = "?"
     try:
@@ -107,6 +117,27 @@ def _process_rank() -> int:
 
 def _note(message: str) -> None:
     print(f"{PROG}: {message}", file=sys.stderr)
+
+
+def _result(text: str, *, end: str = "\n") -> None:
+    """Print a command's result on stdout. When the reader has closed the pipe (``trainer-ext rank ... |
+    head -1``) the rest is dropped quietly: it read what it wanted, and the command goes on to finish
+    (under a launcher, the other processes wait for this one at a barrier)."""
+    try:
+        print(text, end=end)
+        sys.stdout.flush()
+    except BrokenPipeError:
+        _detach_stdout()
+
+
+def _detach_stdout() -> None:
+    """Point stdout at the null device, so that Python's own flush at exit finds no closed pipe."""
+    try:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        os.close(devnull)
+    except (OSError, ValueError, AttributeError):  # no file descriptor (stdout replaced in-process)
+        pass
 
 
 class _Parser(argparse.ArgumentParser):
@@ -345,11 +376,11 @@ def _command_rank(options: argparse.Namespace) -> int:
     if options.apply:
         _apply(options.output_dir, ranking)
     if options.format == "json":
-        print(json.dumps(ranking.payload, indent=2, sort_keys=True, allow_nan=False))
+        _result(json.dumps(ranking.payload, indent=2, sort_keys=True, allow_nan=False))
     elif options.format == "markdown":
-        print(render_leaderboard_markdown(ranking.payload), end="")
+        _result(leaderboard_markdown(ranking.payload), end="")
     else:
-        print(_render_table(ranking))
+        _result(_render_table(ranking))
     return EXIT_OK
 
 
@@ -427,13 +458,7 @@ def _best_model_prefix(output_dir: Path) -> str:
     """The folder part of ``best_model_checkpoint`` as the Trainer wrote it (its rotation compares the
     path as a string), when that path still leads to ``output_dir``; else ``output_dir`` as given."""
     for folder in reversed(checkpoint_folders(output_dir)):
-        path = folder / "trainer_state.json"
-        if not path.is_file():
-            continue
-        try:
-            written = json.loads(path.read_text(encoding="utf-8")).get("best_model_checkpoint")
-        except json.JSONDecodeError:
-            continue
+        written = (_trainer_state(folder) or {}).get("best_model_checkpoint")
         if isinstance(written, str) and written:
             prefix = os.path.dirname(written.rstrip("/\\"))
             if prefix and Path(prefix).resolve() == output_dir.resolve():
@@ -442,33 +467,7 @@ def _best_model_prefix(output_dir: Path) -> str:
 
 
 def _render_table(ranking: Ranking) -> str:
-    payload, objective = ranking.payload, ranking.selection.objective
-    columns = list(objective.keys)
-    head = f"Objective: {objective.metric} ({'higher' if objective.greater_is_better else 'lower'} is better)"
-    if objective.constraints:
-        head += f"; constraints: {', '.join(str(c) for c in objective.constraints)}"
-    if objective.tie_breakers:
-        head += f"; tie-breakers: {', '.join(objective.tie_breakers)}"
-    rows = [["rank", "checkpoint", "step", "feasible", "on disk", *columns]]
-    for entry in payload["entries"]:
-        marker = " *" if entry["checkpoint"] == payload["best_checkpoint"] else ""
-        rows.append(
-            [str(entry["rank"]), entry["checkpoint"] + marker, str(entry["global_step"]),
-             "yes" if entry["feasible"] else "no", "yes" if entry["exists"] else "no",
-             *(_cell(entry["metrics"].get(c)) for c in columns)]
-        )
-    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
-    lines = [head, f"Best: {payload['best_checkpoint']} ({payload['reason']})", ""]
-    for row in rows:
-        lines.append("  ".join(cell.rjust(w) if i in (0, 2) or i >= 5 else cell.ljust(w)
-                               for i, (cell, w) in enumerate(zip(row, widths))).rstrip())
-    return "\n".join(lines)
-
-
-def _cell(value: Any) -> str:
-    if value is None or (isinstance(value, float) and math.isnan(value)):
-        return "n/a"
-    return f"{value:.4f}" if isinstance(value, float) else str(value)
+    return leaderboard_table(ranking.payload, ranking.selection.objective.keys)
 
 
 # ---- evaluate ----------------------------------------------------------------------------------------
@@ -562,8 +561,8 @@ def _command_evaluate(options: argparse.Namespace) -> int:
     try:
         # Decisions that read the file system are made on the main process and shared, so every rank
         # evaluates the same folders with the same objective, or every rank stops with the same reason.
-        decided = _decide_on_main(lambda: _evaluation_plan(options, spec))
-        status = _evaluate_folders(options, spec, device, *decided)
+        plan = _decide_on_main(lambda: _evaluation_plan(options, spec))
+        status = _evaluate_folders(options, spec, device, plan)
         distributed.barrier()
         return status
     finally:
@@ -589,7 +588,16 @@ def _decide_on_main(decide: Any) -> Any:
     return outcome[1]
 
 
-def _evaluation_plan(options: argparse.Namespace, spec: _ObjectiveOptions | None) -> tuple[list[str], dict | None]:
+@dataclasses.dataclass(frozen=True)
+class _EvaluationPlan:
+    """What ``evaluate`` reads from OUTPUT_DIR before it starts (on the main process, shared)."""
+
+    names: list[str]  # the checkpoint folders, in step order
+    stored_objective: dict | None  # the leaderboard's objective, used without --objective
+    earlier: EarlierLeaderboard | None  # the leaderboard as it was, to keep what it recorded
+
+
+def _evaluation_plan(options: argparse.Namespace, spec: _ObjectiveOptions | None) -> _EvaluationPlan:
     output_dir: Path = options.output_dir
     if not output_dir.exists():
         raise CommandError(f"OUTPUT_DIR: {str(output_dir)!r} does not exist.")
@@ -598,147 +606,238 @@ def _evaluation_plan(options: argparse.Namespace, spec: _ObjectiveOptions | None
         raise CommandError(
             f"OUTPUT_DIR: no checkpoint-<step> folders in {str(output_dir)!r}; pass the Trainer's output_dir."
         )
-    stored = None
-    if spec is None and (output_dir / LEADERBOARD_FILENAME).is_file():
-        stored = read_json(output_dir / LEADERBOARD_FILENAME).get("objective")
-    return [f.name for f in folders], stored
+    earlier = read_earlier_leaderboard(output_dir)
+    stored = earlier.board.get("objective") if spec is None and earlier is not None else None
+    return _EvaluationPlan([f.name for f in folders], stored, earlier)
 
 
-def _evaluate_folders(
-    options: argparse.Namespace,
-    spec: _ObjectiveOptions | None,
-    device: Any,
-    names: list[str],
-    stored_objective: dict | None,
-) -> int:
-    from transformers import AutoModelForSequenceClassification, AutoTokenizer, DataCollatorWithPadding
+@dataclasses.dataclass
+class _Evaluated:
+    record: CheckpointRecord
+    output: Any  # evaluation.EvaluationOutput
+    scores: Any  # scoring.CheckpointScores
 
-    from . import distributed
-    from .evaluation import evaluate_model, prepare_held_out
-    from .metrics import class_slugs, metric_keys
-    from .scoring import SetResult, score_checkpoint
 
-    main_process = distributed.is_main()
-    rows = _read_data(options.data, options.text_column, options.label_column)
-    output_dir: Path = options.output_dir
-    shared_tokenizer = AutoTokenizer.from_pretrained(options.tokenizer) if options.tokenizer is not None else None
-    held_out_cache: dict[Any, Any] = {}
-    objective: Objective | None = None
-    evaluated: dict[str, tuple[CheckpointRecord, Any, Any]] = {}
-    started = time.perf_counter()
-    for number, name in enumerate(names, 1):
-        folder = output_dir / name
+class _FolderEvaluator:
+    """Evaluates checkpoint folders one by one on the rows of ``--data``: loads the model and its
+    tokenizer, prepares the held-out set once per tokenizer, scores like the callback, builds the record."""
+
+    def __init__(self, options: argparse.Namespace, spec: _ObjectiveOptions | None, plan: _EvaluationPlan, device: Any):
+        from transformers import AutoTokenizer
+
+        self.options, self.spec, self.plan, self.device = options, spec, plan, device
+        self.rows = _read_data(options.data, options.text_column, options.label_column)
+        self.shared_tokenizer = AutoTokenizer.from_pretrained(options.tokenizer) if options.tokenizer is not None else None
+        self.held_out_cache: dict[Any, Any] = {}
+        self.objective: Objective | None = None
+
+    def evaluate(self, name: str) -> _Evaluated:
+        from transformers import DataCollatorWithPadding
+
+        from .evaluation import evaluate_model
+        from .scoring import SetResult, score_checkpoint
+
+        folder = self.options.output_dir / name
+        model = self._model(folder, name)
+        label_names = _class_names(model, name)
+        objective = self._objective(label_names)
+        tokenizer, key = self._tokenizer(folder, name)
+        held_out = self._held_out((key, tuple(label_names)), label_names, tokenizer, name)
+        output = evaluate_model(
+            model, held_out, collate=DataCollatorWithPadding(tokenizer), batch_size=self.options.batch_size,
+            num_classes=len(label_names),
+        )
+        # The callback's own scoring: metrics, expected_cost, a tuned threshold, the bootstrap interval.
+        slugs = _class_slugs(label_names, name)
+        scores = score_checkpoint({None: SetResult(output.labels, output.predictions, output.probabilities)}, slugs, objective)
+        record = build_record(
+            checkpoint=name, global_step=checkpoint_step(name), epoch=_epoch_of(folder), labels=label_names,
+            name=held_out.name, held_out={None: (len(held_out), held_out.fingerprint)}, scores=scores,
+            objective=objective,
+            evaluation={"processes": output.processes, "precision": output.precision,
+                        "seconds": round(output.seconds, 4), "batch_size": self.options.batch_size},
+        )
+        return _Evaluated(record, output, scores)
+
+    def _model(self, folder: Path, name: str) -> Any:
+        from transformers import AutoModelForSequenceClassification
+
         try:
             model = AutoModelForSequenceClassification.from_pretrained(folder)
         except (OSError, ValueError) as exc:
             raise CommandError(f"{name}: cannot load a sequence classifier from {folder}: {exc}") from None
-        model.to(device)
-        id2label = getattr(model.config, "id2label", None) or {}
-        label_names = [str(id2label[i]) for i in sorted(int(k) for k in id2label)]
-        try:
-            slugs = class_slugs(label_names)
-        except ValueError as exc:
-            raise CommandError(f"{name}: the model's id2label does not name 2 or more distinct classes: {exc}") from None
-        if objective is None:
-            available = metric_keys(slugs, with_scores=True)
-            if spec is not None:
-                objective = _build_objective(spec, available, num_classes=len(slugs), source="for this model's classes")
-            elif stored_objective is not None:
-                objective = Objective.from_dict(stored_objective)
-                computable = set(available) | ({"expected_cost"} if objective.cost_matrix is not None else set())
-                missing = [k for k in objective.keys if k not in computable]
-                if missing:
-                    raise CommandError(
-                        f"--objective: the leaderboard's objective reads {missing}, which 'trainer-ext evaluate' cannot "
-                        f"compute from one held-out file (custom metrics, several held-out sets); pass --objective KEY.",
-                        EXIT_USAGE,
-                    )
-            else:
-                objective = Objective("f1_macro")
-            objective.check_classes(len(slugs))
-        if shared_tokenizer is not None:
-            tokenizer, key = shared_tokenizer, ("--tokenizer",)
-        else:
-            key = _tokenizer_key(folder)
-            if not key:
-                raise CommandError(
-                    f"{name}: the folder holds no tokenizer (the run was saved without processing_class); "
-                    f"pass --tokenizer PATH."
-                )
-            tokenizer = AutoTokenizer.from_pretrained(folder)
-        cache_key = (key, tuple(label_names))
-        if cache_key not in held_out_cache:
+        return model.to(self.device)
+
+    def _objective(self, label_names: Sequence[str]) -> Objective:
+        """The objective, decided at the first folder: --objective, else the leaderboard's, else f1_macro."""
+        if self.objective is None:
+            from .metrics import metric_keys
+
+            available = metric_keys(_class_slugs(label_names, "OUTPUT_DIR"), with_scores=True)
+            self.objective = _evaluation_objective(self.spec, self.plan.stored_objective, available, len(label_names))
+        self.objective.check_classes(len(label_names))
+        return self.objective
+
+    def _tokenizer(self, folder: Path, name: str) -> tuple[Any, tuple]:
+        if self.shared_tokenizer is not None:
+            return self.shared_tokenizer, ("--tokenizer",)
+        from transformers import AutoTokenizer
+
+        key = _tokenizer_key(folder)
+        if not key:
+            raise CommandError(
+                f"{name}: the folder holds no tokenizer (the run was saved without processing_class); "
+                f"pass --tokenizer PATH."
+            )
+        return AutoTokenizer.from_pretrained(folder), key
+
+    def _held_out(self, cache_key: tuple, label_names: Sequence[str], tokenizer: Any, name: str) -> Any:
+        from .evaluation import prepare_held_out
+
+        if cache_key not in self.held_out_cache:
             try:
-                held_out_cache[cache_key] = prepare_held_out(
-                    _label_values(rows, label_names), name="holdout", label_names=label_names,
+                self.held_out_cache[cache_key] = prepare_held_out(
+                    _label_values(self.rows, label_names), name="holdout", label_names=list(label_names),
                     tokenizer=tokenizer, argument="--data",
                 )
             except ConfigurationError as exc:
                 raise CommandError(str(exc).replace("--data: ", f"--data ({name}): ", 1)) from None
-        held_out = held_out_cache[cache_key]
-        output = evaluate_model(
-            model, held_out, collate=DataCollatorWithPadding(tokenizer), batch_size=options.batch_size,
-            num_classes=len(slugs),
-        )
-        # The callback's own scoring: metrics, expected_cost, a tuned threshold, the bootstrap interval.
-        scores = score_checkpoint({None: SetResult(output.labels, output.predictions, output.probabilities)}, slugs, objective)
-        record = build_record(
-            checkpoint=name,
-            global_step=checkpoint_step(name),
-            epoch=_epoch_of(folder),
-            labels=label_names,
-            name=held_out.name,
-            held_out={None: (len(held_out), held_out.fingerprint)},
-            scores=scores,
-            objective=objective,
-            evaluation={
-                "processes": output.processes,
-                "precision": output.precision,
-                "seconds": round(output.seconds, 4),
-                "batch_size": options.batch_size,
-            },
-        )
-        evaluated[name] = (record, output, scores)
-        if main_process:
-            rate = len(held_out) / output.seconds if output.seconds > 0 else float("inf")
-            _note(
-                f"evaluate: [{number}/{len(names)}] {name}: {len(held_out)} examples in {output.seconds:.2f} s "
-                f"({rate:.0f} examples/s, {output.processes} process{'es' if output.processes > 1 else ''})"
-            )
-        del model
+        return self.held_out_cache[cache_key]
 
-    assert objective is not None  # at least one folder was evaluated
-    records = {name: record for name, (record, _, _) in evaluated.items()}
-    predictions = {name: (output.labels, scores.predictions[None]) for name, (_, output, scores) in evaluated.items()}
+
+def _class_names(model: Any, name: str) -> list[str]:
+    id2label = getattr(model.config, "id2label", None) or {}
+    label_names = [str(id2label[i]) for i in sorted(int(k) for k in id2label)]
+    _class_slugs(label_names, name)
+    return label_names
+
+
+def _class_slugs(label_names: Sequence[str], name: str) -> list[str]:
+    from .metrics import class_slugs
+
+    try:
+        return class_slugs(list(label_names))
+    except ValueError as exc:
+        raise CommandError(f"{name}: the model's id2label does not name 2 or more distinct classes: {exc}") from None
+
+
+def _evaluation_objective(
+    spec: _ObjectiveOptions | None, stored: dict | None, available: Collection[str], num_classes: int
+) -> Objective:
+    if spec is not None:
+        return _build_objective(spec, available, num_classes=num_classes, source="for this model's classes")
+    if stored is None:
+        return Objective("f1_macro")
+    objective = Objective.from_dict(stored)
+    computable = set(available) | ({"expected_cost"} if objective.cost_matrix is not None else set())
+    missing = [k for k in objective.keys if k not in computable]
+    if missing:
+        raise CommandError(
+            f"--objective: the leaderboard's objective reads {missing}, which 'trainer-ext evaluate' cannot "
+            f"compute from one held-out file (custom metrics, several held-out sets); pass --objective KEY.",
+            EXIT_USAGE,
+        )
+    return objective
+
+
+def _evaluate_folders(options: argparse.Namespace, spec: _ObjectiveOptions | None, device: Any, plan: _EvaluationPlan) -> int:
+    from . import distributed
+
+    main_process = distributed.is_main()
+    evaluator = _FolderEvaluator(options, spec, plan, device)
+    evaluated: dict[str, _Evaluated] = {}
+    started = time.perf_counter()
+    for number, name in enumerate(plan.names, 1):
+        evaluated[name] = evaluator.evaluate(name)
+        if main_process:
+            _progress(number, len(plan.names), name, evaluated[name])
+    assert evaluator.objective is not None  # at least one folder was evaluated
+    records = {name: e.record for name, e in evaluated.items()}
+    kept, moved = _earlier_entries(plan, records, evaluator.objective)
     ranking = rank_records(
-        records, objective, output_dir=output_dir, exists={name: True for name in records}, predictions=predictions
+        {**kept, **records}, evaluator.objective, output_dir=options.output_dir,
+        exists={**{name: False for name in kept}, **{name: True for name in records}},
+        predictions={name: (e.output.labels, e.scores.predictions[None]) for name, e in evaluated.items()},
     )
     if main_process:
-        for name, (_, output, scores) in evaluated.items():
-            folder = output_dir / name
-            ranking.records[name].write(folder)
-            save_set_scores(folder, {None: output}, scores.predictions)
-            if scores.threshold is not None:
-                write_threshold_into_config(folder, scores.threshold)
-        write_leaderboard(output_dir, ranking.payload)
-        for note in ranking.notes:
-            _note(note)
+        _write_evaluation(options.output_dir, evaluated, ranking, plan, kept, moved)
         _note(
             f"evaluate: wrote {len(records)} record(s) and {LEADERBOARD_FILENAME} in "
             f"{time.perf_counter() - started:.1f} s"
         )
-        print(_render_table(ranking))
+        _result(_render_table(ranking))
     return EXIT_OK
 
 
-def _epoch_of(folder: Path) -> float | None:
-    path = folder / "trainer_state.json"
+def _progress(number: int, total: int, name: str, evaluated: _Evaluated) -> None:
+    examples, output = evaluated.record.num_samples, evaluated.output
+    rate = examples / output.seconds if output.seconds > 0 else float("inf")
+    _note(
+        f"evaluate: [{number}/{total}] {name}: {examples} examples in {output.seconds:.2f} s "
+        f"({rate:.0f} examples/s, {output.processes} process{'es' if output.processes > 1 else ''})"
+    )
+
+
+def _earlier_entries(
+    plan: _EvaluationPlan, records: Mapping[str, CheckpointRecord], objective: Objective
+) -> tuple[dict[str, CheckpointRecord], list[dict[str, Any]]]:
+    """From the leaderboard as it was: records of rotated-away checkpoints measured on the same held-out
+    set (kept in the new leaderboard), and the entries measured on another set (to move aside)."""
+    if plan.earlier is None:
+        return {}, []
+    fingerprints = {r.eval_set.get("fingerprint") for r in records.values()}
+    return plan.earlier.split(fingerprints, set(records), objective)
+
+
+def _write_evaluation(
+    output_dir: Path,
+    evaluated: Mapping[str, _Evaluated],
+    ranking: Ranking,
+    plan: _EvaluationPlan,
+    kept: Mapping[str, CheckpointRecord],
+    moved: Sequence[Mapping[str, Any]],
+) -> None:
+    """Main process: each checkpoint's files, the entries moved aside (before the leaderboard that no
+    longer holds them), the leaderboard; and a note for every entry that did not stay as it was."""
+    for name, e in evaluated.items():
+        write_checkpoint_files(
+            output_dir / name, ranking.records[name], {None: e.output}, e.scores.predictions, threshold=e.scores.threshold
+        )
+    if moved:
+        assert plan.earlier is not None
+        names = ", ".join(entry["checkpoint"] for entry in moved)
+        append_previous_entries(
+            output_dir, plan.earlier.board, moved,
+            reason="measured on another held-out set than the 'trainer-ext evaluate' that replaced them",
+        )
+        _note(
+            f"evaluate: moved {len(moved)} leaderboard entr{'y' if len(moved) == 1 else 'ies'} measured on another "
+            f"held-out set ({names}) to {PREVIOUS_LEADERBOARD_FILENAME}"
+        )
+    if kept:
+        _note(
+            f"evaluate: kept the leaderboard entr{'y' if len(kept) == 1 else 'ies'} of {len(kept)} checkpoint(s) no "
+            f"longer on disk ({', '.join(kept)}), measured on the same held-out set"
+        )
+    write_leaderboard(output_dir, ranking.payload)
+    for note in ranking.notes:
+        _note(note)
+
+
+def _trainer_state(folder: Path) -> dict[str, Any] | None:
+    """A checkpoint's ``trainer_state.json``, or None when it is missing or not JSON."""
+    path = folder / TRAINER_STATE_FILENAME
     if not path.is_file():
         return None
     try:
-        epoch = json.loads(path.read_text(encoding="utf-8")).get("epoch")
+        state = json.loads(path.read_text(encoding="utf-8"))
     except json.JSONDecodeError:
         return None
+    return state if isinstance(state, dict) else None
+
+
+def _epoch_of(folder: Path) -> float | None:
+    epoch = (_trainer_state(folder) or {}).get("epoch")
     return float(epoch) if isinstance(epoch, (int, float)) else None
 
 
@@ -753,5 +852,5 @@ def _command_report(options: argparse.Namespace) -> int:
         path = write_report(options.output_dir, options.out)
     except ImportError as exc:
         raise CommandError(str(exc)) from None
-    print(path)
+    _result(str(path))
     return EXIT_OK

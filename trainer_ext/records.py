@@ -1,16 +1,27 @@
-"""Versioned JSON records on disk, written atomically. Pure: no torch.
+"""Every file trainer_ext writes, and every write: versioned JSON records, the leaderboard, per-example
+scores, the edits of the Trainer's ``trainer_state.json`` and ``config.json``, checkpoint naming. Pure: no
+torch, no transformers. (Reading a whole output folder back is :mod:`trainer_ext.run_folder`; text for
+people is :mod:`trainer_ext.render`.)
 
 Files (names are part of the public contract):
 
 * ``<checkpoint>/checkpoint_metrics.json`` -- one :class:`CheckpointRecord`.
 * ``<checkpoint>/checkpoint_scores.npz`` -- per-example ``labels``, ``predictions`` and, when the model
-  gives scores, ``probabilities`` (float32, rows in held-out order), for re-ranking without a model.
+  gives scores, ``probabilities`` (float32, rows in held-out order), for re-ranking without a model;
+  ``checkpoint_scores.<set>.npz`` per set with several held-out sets (:func:`scores_filename`).
 * ``<output_dir>/checkpoint_leaderboard.json`` and ``checkpoint_leaderboard.md`` -- every evaluated
-  checkpoint, best first.
+  checkpoint, best first (:func:`leaderboard_payload`, :func:`write_leaderboard`).
+* ``<output_dir>/checkpoint_leaderboard.previous.json`` -- leaderboard entries that ``trainer-ext evaluate``
+  moved out of the leaderboard because they were measured on another held-out set
+  (:func:`append_previous_entries`); each move is appended, none is overwritten.
+* ``<checkpoint>/trainer_state.json`` (the Trainer's): :func:`write_best_into_trainer_state` sets its
+  three ``best_*`` fields; ``<checkpoint>/config.json``: :func:`write_threshold_into_config` stores a
+  tuned decision threshold.
 
-Every write goes to a temporary file in the same folder, is flushed to disk, then ``os.replace`` d over
-the target: a reader sees the old file or the new one, never a partial one. NaN and infinities are
-written as ``null`` (strict JSON). Every file has ``schema_version``; a reader refuses a newer one.
+Every write goes to a temporary file in the same folder, is flushed and fsynced, then ``os.replace`` d
+over the target (:func:`write_file_atomic`, the one implementation): a reader sees the old file or the
+new one, never a partial one. NaN and infinities are written as ``null`` (strict JSON) and read back by
+:func:`decode_floats`. Every file has ``schema_version``; a reader refuses a newer one.
 """
 
 from __future__ import annotations
@@ -19,16 +30,22 @@ import contextlib
 import json
 import math
 import os
+import re
 import tempfile
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any, BinaryIO
 
 import numpy as np
 
 from .errors import SchemaVersionError
 from .selection import Selection
+
+if TYPE_CHECKING:
+    from .objectives import Objective
+    from .scoring import CheckpointScores
+    from .selection import RankedCandidate
 
 __all__ = [
     "SCHEMA_VERSION",
@@ -36,14 +53,30 @@ __all__ = [
     "SCORES_FILENAME",
     "LEADERBOARD_FILENAME",
     "LEADERBOARD_MARKDOWN_FILENAME",
+    "PREVIOUS_LEADERBOARD_FILENAME",
+    "TRAINER_STATE_FILENAME",
+    "CONFIG_FILENAME",
+    "CHECKPOINT_PREFIX",
+    "checkpoint_step",
+    "checkpoint_name",
+    "scores_filename",
     "CheckpointRecord",
+    "decode_floats",
+    "write_file_atomic",
     "write_json_atomic",
+    "write_text_atomic",
     "read_json",
     "load_record",
     "save_scores",
     "load_scores",
+    "build_record",
+    "save_set_scores",
+    "write_checkpoint_files",
     "leaderboard_payload",
-    "render_leaderboard_markdown",
+    "write_leaderboard",
+    "append_previous_entries",
+    "write_best_into_trainer_state",
+    "write_threshold_into_config",
 ]
 
 SCHEMA_VERSION = 1
@@ -51,6 +84,34 @@ RECORD_FILENAME = "checkpoint_metrics.json"
 SCORES_FILENAME = "checkpoint_scores.npz"
 LEADERBOARD_FILENAME = "checkpoint_leaderboard.json"
 LEADERBOARD_MARKDOWN_FILENAME = "checkpoint_leaderboard.md"
+PREVIOUS_LEADERBOARD_FILENAME = "checkpoint_leaderboard.previous.json"
+TRAINER_STATE_FILENAME = "trainer_state.json"  # transformers.trainer.TRAINER_STATE_NAME
+CONFIG_FILENAME = "config.json"  # the model's configuration, saved by save_pretrained
+CHECKPOINT_PREFIX = "checkpoint"  # transformers.trainer_utils.PREFIX_CHECKPOINT_DIR, without importing it
+_CHECKPOINT_NAME = re.compile(rf"^{CHECKPOINT_PREFIX}-(\d+)$")
+
+
+# ---- names ------------------------------------------------------------------------------------------
+
+
+def checkpoint_step(name: str) -> int | None:
+    """The global step in a folder name ``checkpoint-<step>``; None for any other name
+    (``checkpoint-12-tmp``, ``tmp-checkpoint-12``, ``checkpoint-best``)."""
+    match = _CHECKPOINT_NAME.match(name)
+    return int(match.group(1)) if match else None
+
+
+def checkpoint_name(global_step: int) -> str:
+    """``checkpoint-<step>``: the folder the Trainer saves at ``global_step``."""
+    return f"{CHECKPOINT_PREFIX}-{int(global_step)}"
+
+
+def scores_filename(set_name: str | None = None) -> str:
+    """``checkpoint_scores.npz`` for the held-out set, ``checkpoint_scores.<set>.npz`` with several sets."""
+    return SCORES_FILENAME if set_name is None else f"checkpoint_scores.{set_name}.npz"
+
+
+# ---- JSON values --------------------------------------------------------------------------------------
 
 
 def _jsonable(value: Any) -> Any:
@@ -69,6 +130,16 @@ def _jsonable(value: Any) -> Any:
         value = float(value)
         return value if math.isfinite(value) else None
     return value
+
+
+def decode_floats(values: Mapping[str, Any] | None, *, null: float = math.nan) -> dict[str, float]:
+    """The inverse of the strict-JSON encoding: ``{key: float}``, a ``null`` read back as ``null``
+    (NaN for metric values; ``math.inf`` for constraint violations, which are never NaN: a NaN metric
+    misses its bound by inf). ``None`` reads as ``{}``."""
+    return {str(k): (null if v is None else float(v)) for k, v in (values or {}).items()}
+
+
+# ---- atomic writes ------------------------------------------------------------------------------------
 
 
 def _replace_atomically(path: Path, write: Any) -> None:
@@ -115,6 +186,12 @@ def _file_mode(path: Path) -> int:
         return 0o666 & ~umask
 
 
+def write_file_atomic(path: str | os.PathLike, write: Callable[[BinaryIO], Any]) -> None:
+    """Write a file through ``write(handle)`` (a binary file handle) atomically: temp file, fsync,
+    ``os.replace``. Every file trainer_ext writes goes through here (JSON, npz, markdown, PNG figures)."""
+    _replace_atomically(Path(path), write)
+
+
 def write_json_atomic(path: str | os.PathLike, payload: Mapping[str, Any]) -> None:
     """Write ``payload`` as JSON (indent 2, sorted keys, NaN as null) through a temp file + os.replace."""
     text = json.dumps(_jsonable(payload), indent=2, sort_keys=True, allow_nan=False) + "\n"
@@ -138,6 +215,9 @@ def read_json(path: str | os.PathLike) -> dict[str, Any]:
             f"Upgrade trainer-ext to read it."
         )
     return data
+
+
+# ---- checkpoint records and scores ----------------------------------------------------------------------
 
 
 @dataclass
@@ -170,9 +250,8 @@ class CheckpointRecord:
     def from_dict(cls, data: Mapping[str, Any]) -> CheckpointRecord:
         known = {f for f in cls.__dataclass_fields__}
         kwargs = {k: v for k, v in data.items() if k in known}
-        kwargs["metrics"] = {k: (math.nan if v is None else float(v)) for k, v in data["metrics"].items()}
-        # A violation is never NaN (a NaN metric misses by inf), so a null one was written from inf.
-        kwargs["violations"] = {k: (math.inf if v is None else float(v)) for k, v in data.get("violations", {}).items()}
+        kwargs["metrics"] = decode_floats(data["metrics"])
+        kwargs["violations"] = decode_floats(data.get("violations"), null=math.inf)
         return cls(**kwargs)
 
     def write(self, checkpoint_dir: str | os.PathLike) -> Path:
@@ -222,6 +301,9 @@ def load_scores(checkpoint_dir: str | os.PathLike) -> dict[str, np.ndarray]:
     return arrays
 
 
+# ---- the leaderboard ----------------------------------------------------------------------------------
+
+
 def leaderboard_payload(
     selection: Selection,
     records: Mapping[str, CheckpointRecord],
@@ -231,7 +313,10 @@ def leaderboard_payload(
     reason: str | None = None,
     comparison: Mapping[str, Any] | None = None,
 ) -> dict[str, Any]:
-    """The content of ``checkpoint_leaderboard.json``: entries best first."""
+    """The content of ``checkpoint_leaderboard.json``: entries best first. Each entry carries the
+    ``fingerprint`` of the held-out set its metrics were measured on (None when unknown: an entry of a
+    leaderboard written before this field), so that ``trainer-ext evaluate`` can tell which entries of
+    rotated-away checkpoints are comparable with a new evaluation."""
     entries = []
     for ranked in selection.ranking:
         record = records[ranked.checkpoint]
@@ -249,6 +334,7 @@ def leaderboard_payload(
                 "interval": record.objective_interval,
                 "decision_threshold": record.decision_threshold,
                 "metrics": record.metrics,
+                "fingerprint": record.eval_set.get("fingerprint"),
             }
         )
     return _jsonable(
@@ -264,66 +350,165 @@ def leaderboard_payload(
     )
 
 
-def render_leaderboard_markdown(payload: Mapping[str, Any], *, max_classes: int = 6) -> str:
-    """A table a person reads: one row per checkpoint, best first, per-class precision/recall/F1."""
-    objective = payload["objective"]
-    metric = objective["metric"]
-    slugs = [s for s in _slugs_in(payload)][:max_classes]
-    columns = [metric] + [k for k in ("accuracy", "f1_macro") if k != metric]
-    for slug in slugs:
-        columns += [k for k in (f"precision_{slug}", f"recall_{slug}", f"f1_{slug}") if k != metric]
-    lines = [
-        "# Checkpoint leaderboard",
-        "",
-        f"Objective: **{metric}** ({'higher' if objective['greater_is_better'] else 'lower'} is better)"
-        + (f", constraints: {', '.join(objective['constraints'])}" if objective["constraints"] else "")
-        + (f", tie-breakers: {', '.join(objective['tie_breakers'])}" if objective["tie_breakers"] else ""),
-        "",
-        f"Best: **{payload['best_checkpoint']}**. {payload.get('reason', '')}",
-        "",
-    ]
-    comparison = payload.get("comparison")
-    if comparison:
-        lines += [
-            f"Best against runner-up ({comparison['second']}), paired bootstrap of {comparison['resamples']} "
-            f"resamples: difference {_fmt(comparison['difference'])} "
-            f"[{_fmt(comparison['low'])}, {_fmt(comparison['high'])}] at {comparison['confidence']:.0%}; "
-            f"the best wins in {comparison['win_share']:.1%} of resamples.",
-            "",
-        ]
-    with_interval = any(entry.get("interval") for entry in payload["entries"])
-    header = ["rank", "checkpoint", "step", "feasible", "on disk"] + (["interval"] if with_interval else [])
-    lines += [
-        "| " + " | ".join(header + columns) + " |",
-        "|" + "---|" * (len(header) + len(columns)),
-    ]
-    for entry in payload["entries"]:
-        marker = " (best)" if entry["checkpoint"] == payload["best_checkpoint"] else ""
-        marker += " (top-k, kept)" if entry.get("protected") else ""
-        cells = [
-            str(entry["rank"]),
-            f"{entry['checkpoint']}{marker}",
-            str(entry["global_step"]),
-            "yes" if entry["feasible"] else "no",
-            "yes" if entry["exists"] else "no",
-        ]
-        if with_interval:
-            interval = entry.get("interval")
-            cells.append(f"[{_fmt(interval['low'])}, {_fmt(interval['high'])}]" if interval else "n/a")
-        cells += [_fmt(entry["metrics"].get(col)) for col in columns]
-        lines.append("| " + " | ".join(cells) + " |")
-    return "\n".join(lines) + "\n"
+def write_leaderboard(output_dir: str | os.PathLike, payload: Mapping[str, Any]) -> tuple[Path, Path]:
+    """Write ``checkpoint_leaderboard.json`` and ``.md`` (from :func:`leaderboard_payload`), each
+    atomically. Main process only."""
+    from .render import leaderboard_markdown
+
+    json_path = Path(output_dir) / LEADERBOARD_FILENAME
+    markdown_path = Path(output_dir) / LEADERBOARD_MARKDOWN_FILENAME
+    write_json_atomic(json_path, payload)
+    write_text_atomic(markdown_path, leaderboard_markdown(payload))
+    return json_path, markdown_path
 
 
-def _slugs_in(payload: Mapping[str, Any]) -> list[str]:
-    from .metrics import slugify  # local: records stays importable with only numpy at hand
+def append_previous_entries(
+    output_dir: str | os.PathLike, board: Mapping[str, Any], entries: Sequence[Mapping[str, Any]], *, reason: str
+) -> Path:
+    """Append ``entries`` (leaderboard entries taken out of ``board``, the leaderboard they were in) to
+    ``checkpoint_leaderboard.previous.json``, atomically, and return its path. The file keeps every move
+    ever made, oldest first::
 
-    return [slugify(name) for name in payload.get("labels", [])]
+        {"schema_version": 1, "moves": [{"reason": ..., "objective": ..., "labels": [...],
+                                         "best_checkpoint": ..., "entries": [...]}, ...]}
+
+    Raises :class:`~trainer_ext.errors.SchemaVersionError` when the existing file is newer than this
+    library (it is then left as it is). Main process only."""
+    path = Path(output_dir) / PREVIOUS_LEADERBOARD_FILENAME
+    moves = list(read_json(path).get("moves", [])) if path.is_file() else []
+    moves.append(
+        {
+            "reason": reason,
+            "objective": board.get("objective"),
+            "labels": list(board.get("labels", [])),
+            "best_checkpoint": board.get("best_checkpoint"),
+            "entries": [dict(entry) for entry in entries],
+        }
+    )
+    write_json_atomic(path, {"schema_version": SCHEMA_VERSION, "moves": moves})
+    return path
 
 
-def _fmt(value: Any) -> str:
-    if value is None:
-        return "n/a"
-    if isinstance(value, float):
-        return f"{value:.4f}"
-    return str(value)
+# ---- one checkpoint's files -------------------------------------------------------------------------
+
+
+def build_record(
+    *,
+    checkpoint: str,
+    global_step: int,
+    epoch: float | None,
+    labels: Sequence[str],
+    name: str,
+    held_out: Mapping[str | None, tuple[int, str]],
+    scores: CheckpointScores,
+    objective: Objective,
+    evaluation: Mapping[str, Any],
+    ranked: RankedCandidate | None = None,
+) -> CheckpointRecord:
+    """The ``checkpoint_metrics.json`` of one evaluated checkpoint, the same wherever it is made.
+
+    ``held_out`` maps each held-out set (None when there is one) to ``(num_samples, fingerprint)``;
+    ``scores`` is :func:`trainer_ext.scoring.score_checkpoint`'s result; ``ranked`` is this checkpoint in
+    the current selection (its objective value, feasibility and violations; without it they are left
+    unset, for :func:`trainer_ext.run_folder.rank_records` to fill); ``evaluation`` is ``processes``,
+    ``precision``, ``seconds``, ``batch_size``.
+    """
+    total = int(sum(n for n, _ in held_out.values()))
+    several = len(held_out) > 1
+    return CheckpointRecord(
+        checkpoint=checkpoint,
+        global_step=int(global_step),
+        epoch=epoch,
+        labels=[str(n) for n in labels],
+        num_samples=total,
+        metrics=dict(scores.metrics),
+        confusion_matrix=np.asarray(sum(scores.confusion_matrices.values())).tolist(),
+        objective=objective.to_dict(),
+        objective_value=None if ranked is None else ranked.objective_value,
+        feasible=False if ranked is None else ranked.feasible,
+        violations={} if ranked is None else dict(ranked.violations),
+        eval_set={
+            "name": name,
+            "num_samples": total,
+            "fingerprint": "+".join(fingerprint for _, fingerprint in held_out.values()),
+            "sets": {str(k): {"num_samples": n, "fingerprint": f} for k, (n, f) in held_out.items()},
+        },
+        evaluation=dict(evaluation),
+        decision_threshold=scores.threshold,
+        objective_interval=scores.interval.to_dict() if scores.interval else None,
+        confusion_matrices={str(k): np.asarray(v).tolist() for k, v in scores.confusion_matrices.items()} if several else {},
+        notes=list(scores.notes),
+    )
+
+
+def save_set_scores(
+    checkpoint_dir: str | os.PathLike,
+    outputs: Mapping[str | None, Any],
+    predictions: Mapping[str | None, np.ndarray],
+) -> None:
+    """Per-example ``labels``, ``predictions`` (after a tuned threshold) and ``probabilities`` of each
+    held-out set (``outputs[set]`` has ``labels`` and ``probabilities``), one file per set
+    (:func:`scores_filename`). Main process only."""
+    for set_name, output in outputs.items():
+        filename = None if set_name is None else scores_filename(set_name)
+        save_scores(checkpoint_dir, output.labels, predictions[set_name], output.probabilities, filename=filename)
+
+
+def write_checkpoint_files(
+    checkpoint_dir: str | os.PathLike,
+    record: CheckpointRecord,
+    outputs: Mapping[str | None, Any],
+    predictions: Mapping[str | None, np.ndarray],
+    *,
+    save_scores: bool = True,
+    threshold: float | None = None,
+) -> None:
+    """Everything one evaluated checkpoint writes into its folder, in this order: the record, the
+    per-example scores of each held-out set (with ``save_scores``, see :func:`save_set_scores`), and a
+    tuned decision threshold into its ``config.json`` (when ``threshold`` is not None). The callback's
+    ``on_save`` and ``trainer-ext evaluate`` both call it. Main process only."""
+    record.write(checkpoint_dir)
+    if save_scores:
+        save_set_scores(checkpoint_dir, outputs, predictions)
+    if threshold is not None:
+        write_threshold_into_config(checkpoint_dir, threshold)
+
+
+# ---- edits of the Trainer's files -----------------------------------------------------------------------
+
+
+def write_best_into_trainer_state(
+    checkpoint_dir: str | os.PathLike,
+    *,
+    best_metric: float | None,
+    best_global_step: int | None,
+    best_model_checkpoint: str | None,
+) -> bool:
+    """Set the three best fields of ``<checkpoint_dir>/trainer_state.json``, atomically, keeping every
+    other field. ``TrainerState.load_from_json`` reads them on ``resume_from_checkpoint``, and
+    best-model loading and rotation follow ``best_model_checkpoint``. Returns False (and writes
+    nothing) when the folder has no ``trainer_state.json``. Main process only."""
+    path = Path(checkpoint_dir) / TRAINER_STATE_FILENAME
+    if not path.is_file():
+        return False
+    data = json.loads(path.read_text(encoding="utf-8"))
+    data["best_metric"] = best_metric
+    data["best_global_step"] = best_global_step
+    data["best_model_checkpoint"] = best_model_checkpoint
+    write_json_atomic(path, data)
+    return True
+
+
+def write_threshold_into_config(checkpoint_dir: str | os.PathLike, threshold: float) -> bool:
+    """Store a tuned decision threshold in ``<checkpoint_dir>/config.json`` as
+    ``decision_threshold = {"class_id": 1, "threshold": t}`` (read by
+    :func:`trainer_ext.thresholds.predict_with_threshold`). False when there is no config.json."""
+    from .thresholds import CONFIG_KEY
+
+    path = Path(checkpoint_dir) / CONFIG_FILENAME
+    if not path.is_file():
+        return False
+    config = json.loads(path.read_text(encoding="utf-8"))
+    config[CONFIG_KEY] = {"class_id": 1, "threshold": threshold}
+    write_json_atomic(path, config)
+    return True

@@ -33,7 +33,6 @@ from typing import Any
 
 import numpy as np
 
-from .leaderboard import candidates_of, existing_checkpoints, read_records
 from .objectives import Objective
 from .records import (
     LEADERBOARD_FILENAME,
@@ -42,10 +41,12 @@ from .records import (
     leaderboard_payload,
     load_scores,
     read_json,
-    render_leaderboard_markdown,
+    write_file_atomic,
     write_text_atomic,
 )
-from .selection import select_best
+from .render import confusion_table, format_value, leaderboard_markdown, objective_header
+from .run_folder import existing_checkpoints, read_records
+from .selection import candidates_of, select_best
 
 __all__ = [
     "REPORT_FILENAME",
@@ -134,7 +135,7 @@ def write_report(output_dir: str | os.PathLike, out_dir: str | os.PathLike | Non
     if chosen is not None and chosen.confusion_matrix:
         _save(Canvas, _confusion_figure(Figure, chosen), out / CONFUSION_FIGURE)
         sections += [f"## Confusion matrix of {chosen.checkpoint}", "", f"![Confusion matrix]({CONFUSION_FIGURE})", ""]
-        sections += _confusion_table(chosen) + [""]
+        sections += confusion_table(chosen.labels, chosen.confusion_matrix) + [""]
     elif chosen is not None:
         sections += [f"## Confusion matrix of {chosen.checkpoint}", "", _missing(chosen, "confusion matrix"), ""]
 
@@ -155,10 +156,7 @@ def write_report(output_dir: str | os.PathLike, out_dir: str | os.PathLike | Non
 
     if marks.payload is not None:
         # The leaderboard's own table, without its title and objective line (said above).
-        table = [line for line in render_leaderboard_markdown(marks.payload).split("\n")[1:] if not line.startswith("Objective:")]
-        while table and not table[0].strip():
-            table.pop(0)
-        sections += ["## Leaderboard", ""] + table
+        sections += ["## Leaderboard", ""] + leaderboard_markdown(marks.payload, title=False).split("\n")
 
     text = "\n".join(_summary(output_dir, ordered, marks) + [""] + sections).rstrip() + "\n"
     path = out / REPORT_FILENAME
@@ -218,17 +216,13 @@ def _summary(output_dir: Path, ordered: Sequence[CheckpointRecord], marks: _Mark
         )
     lines.append("")
     if marks.objective is not None:
-        objective = marks.objective
-        text = f"Objective: **{objective.metric}** ({'higher' if objective.greater_is_better else 'lower'} is better)"
-        if objective.constraints:
-            text += f", constraints: {', '.join(str(c) for c in objective.constraints)}"
-        lines += [text + ".", ""]
+        lines += [objective_header(marks.objective) + ".", ""]
     if marks.chosen is not None:
         metric = marks.objective.metric if marks.objective is not None else None
         value = marks.chosen.metrics.get(metric) if metric else None
         lines.append(
             f"- **Chosen: {marks.chosen.checkpoint}** (step {marks.chosen.global_step}"
-            + (f", {metric} = {_fmt(value)}" if metric else "")
+            + (f", {metric} = {format_value(value)}" if metric else "")
             + f"). {marks.reason}"
         )
     else:
@@ -237,7 +231,7 @@ def _summary(output_dir: Path, ordered: Sequence[CheckpointRecord], marks: _Mark
         lines.append(
             f"- **{marks.reference_label[0].upper()}{marks.reference_label[1:]}: {marks.reference.checkpoint}** "
             f"(step {marks.reference.global_step}, {marks.reference_key} = "
-            f"{_fmt(marks.reference.metrics.get(marks.reference_key))})"
+            f"{format_value(marks.reference.metrics.get(marks.reference_key))})"
             + (" - the same checkpoint." if marks.chosen is not None and marks.reference.checkpoint == marks.chosen.checkpoint else ".")
         )
     return lines
@@ -247,39 +241,19 @@ def _missing(record: CheckpointRecord, what: str) -> str:
     return f"Not drawn: {record.checkpoint} has no {what}; its folder was rotated away, or saved without it."
 
 
-def _fmt(value: Any) -> str:
-    if not _finite(value):
-        return "n/a"
-    return f"{value:.4f}"
-
-
 def _scores(folder: Path) -> dict[str, np.ndarray] | None:
     if not (folder / SCORES_FILENAME).is_file():
         return None
     return load_scores(folder)
 
 
-def _confusion_table(record: CheckpointRecord) -> list[str]:
-    names = record.labels
-    lines = ["| true \\ predicted | " + " | ".join(names) + " |", "|" + "---|" * (len(names) + 1)]
-    for name, row in zip(names, record.confusion_matrix):
-        lines.append(f"| {name} | " + " | ".join(str(int(v)) for v in row) + " |")
-    return lines
-
-
 # ---- figures --------------------------------------------------------------------------------------------
 
 
 def _save(Canvas: Any, figure: Any, path: Path) -> None:
-    """Render on the Agg canvas into a temporary file, then replace ``path`` (never a half-written PNG)."""
+    """Render on the Agg canvas, written atomically (never a half-written PNG)."""
     Canvas(figure)
-    tmp = path.with_name(f".{path.name}.tmp")
-    try:
-        figure.savefig(tmp, format="png", dpi=110)
-        os.replace(tmp, path)
-    finally:
-        if tmp.exists():
-            tmp.unlink()
+    write_file_atomic(path, lambda handle: figure.savefig(handle, format="png", dpi=110))
 
 
 def _per_class_figure(Figure: Any, ordered: Sequence[CheckpointRecord], names: Sequence[str], marks: _Marks) -> Any:
@@ -296,8 +270,8 @@ def _per_class_figure(Figure: Any, ordered: Sequence[CheckpointRecord], names: S
     for ax, name in zip(axes, names):
         slug = slugify(name)
         for key, title, marker in (("precision", "precision", "o"), ("recall", "recall", "s"), ("f1", "F1", "^")):
-            values = [r.metrics.get(f"{key}_{slug}", math.nan) for r in ordered]
-            ax.plot(steps, [math.nan if v is None else v for v in values], marker=marker, label=title)
+            values = [r.metrics.get(f"{key}_{slug}", math.nan) for r in ordered]  # NaN: not computed
+            ax.plot(steps, values, marker=marker, label=title)
         if marks.chosen is not None:
             ax.axvline(marks.chosen.global_step, color="C3", linewidth=2.0, alpha=0.8,
                        label=f"chosen: {marks.chosen.checkpoint}")

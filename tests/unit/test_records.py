@@ -24,10 +24,10 @@ from trainer_ext.records import (
     load_record,
     load_scores,
     read_json,
-    render_leaderboard_markdown,
     save_scores,
     write_json_atomic,
 )
+from trainer_ext.render import leaderboard_markdown as render_leaderboard_markdown
 from trainer_ext.selection import Candidate, select_best
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
@@ -389,7 +389,8 @@ def test_markdown_without_a_best_marks_no_row():
 def test_pure_modules_import_neither_torch_nor_transformers():
     code = (
         "import sys, trainer_ext.selection, trainer_ext.objectives, trainer_ext.records, trainer_ext.metrics, "
-        "trainer_ext.uncertainty, trainer_ext.thresholds, trainer_ext.scoring, trainer_ext.leaderboard; "
+        "trainer_ext.uncertainty, trainer_ext.thresholds, trainer_ext.scoring, trainer_ext.run_folder, "
+        "trainer_ext.render; "
         "loaded = [m for m in ('torch', 'transformers') if m in sys.modules]; "
         "assert not loaded, loaded"
     )

@@ -1,0 +1,140 @@
+"""Every text trainer_ext writes for people: the objective header, number formats, the leaderboard as
+markdown (``checkpoint_leaderboard.md``) and as the ``trainer-ext`` table, the report's tables. Pure: no
+torch, no transformers; functions of plain data (a leaderboard payload, an objective's dict) to strings.
+
+Numbers: a metric value is shown with 4 decimals; a missing value, NaN or an infinity (written as
+``null`` in our JSON) is ``n/a``.
+"""
+
+from __future__ import annotations
+
+import math
+import numbers
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+__all__ = [
+    "format_value",
+    "objective_header",
+    "comparison_sentence",
+    "leaderboard_markdown",
+    "leaderboard_table",
+    "confusion_table",
+]
+
+MAX_CLASSES_SHOWN = 6  # per-class columns of the leaderboard markdown
+
+
+def format_value(value: Any) -> str:
+    """``0.8000`` for a number, ``n/a`` for None, NaN and infinities, ``str`` for anything else."""
+    if value is None or isinstance(value, bool):
+        return "n/a" if value is None else str(value)
+    if isinstance(value, numbers.Integral):
+        return str(int(value))
+    if isinstance(value, numbers.Real):
+        value = float(value)
+        return f"{value:.4f}" if math.isfinite(value) else "n/a"
+    return str(value)
+
+
+def objective_header(objective: Any, *, markdown: bool = True) -> str:
+    """``Objective: **recall_negative** (higher is better), constraints: ..., tie-breakers: ...``.
+
+    ``objective`` is an :class:`~trainer_ext.objectives.Objective` or its ``to_dict()`` (as stored in a
+    leaderboard). ``markdown=False`` gives the plain form of the command-line table (no bold, parts
+    separated by ``;``)."""
+    spec: Mapping[str, Any] = objective.to_dict() if hasattr(objective, "to_dict") else objective
+    metric = f"**{spec['metric']}**" if markdown else spec["metric"]
+    separator = ", " if markdown else "; "
+    text = f"Objective: {metric} ({'higher' if spec['greater_is_better'] else 'lower'} is better)"
+    if spec.get("constraints"):
+        text += f"{separator}constraints: {', '.join(str(c) for c in spec['constraints'])}"
+    if spec.get("tie_breakers"):
+        text += f"{separator}tie-breakers: {', '.join(spec['tie_breakers'])}"
+    return text
+
+
+def comparison_sentence(comparison: Mapping[str, Any]) -> str:
+    """The paired bootstrap of the best against the runner-up (a ``PairedComparison.to_dict()``)."""
+    return (
+        f"Best against runner-up ({comparison['second']}), paired bootstrap of {comparison['resamples']} "
+        f"resamples: difference {format_value(comparison['difference'])} "
+        f"[{format_value(comparison['low'])}, {format_value(comparison['high'])}] at {comparison['confidence']:.0%}; "
+        f"the best wins in {comparison['win_share']:.1%} of resamples."
+    )
+
+
+# ---- the leaderboard -------------------------------------------------------------------------------
+
+
+def leaderboard_markdown(payload: Mapping[str, Any], *, max_classes: int = MAX_CLASSES_SHOWN, title: bool = True) -> str:
+    """``checkpoint_leaderboard.md``: one row per checkpoint, best first, per-class precision/recall/F1.
+    ``title=False`` leaves out the title and the objective line (for a document that says them)."""
+    columns = _markdown_columns(payload, max_classes)
+    lines = ["# Checkpoint leaderboard", "", objective_header(payload["objective"]), ""] if title else []
+    lines += [f"Best: **{payload['best_checkpoint']}**. {payload.get('reason', '')}", ""]
+    if payload.get("comparison"):
+        lines += [comparison_sentence(payload["comparison"]), ""]
+    with_interval = any(entry.get("interval") for entry in payload["entries"])
+    header = ["rank", "checkpoint", "step", "feasible", "on disk"] + (["interval"] if with_interval else [])
+    lines += ["| " + " | ".join(header + columns) + " |", "|" + "---|" * (len(header) + len(columns))]
+    for entry in payload["entries"]:
+        marker = " (best)" if entry["checkpoint"] == payload["best_checkpoint"] else ""
+        marker += " (top-k, kept)" if entry.get("protected") else ""
+        cells = [f"{entry['checkpoint']}{marker}" if i == 1 else c for i, c in enumerate(_entry_cells(entry))]
+        if with_interval:
+            interval = entry.get("interval")
+            cells.append(f"[{format_value(interval['low'])}, {format_value(interval['high'])}]" if interval else "n/a")
+        cells += [format_value(entry["metrics"].get(col)) for col in columns]
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines) + "\n"
+
+
+def _markdown_columns(payload: Mapping[str, Any], max_classes: int) -> list[str]:
+    from .metrics import slugify
+
+    metric = payload["objective"]["metric"]
+    slugs = [slugify(name) for name in payload.get("labels", [])][:max_classes]
+    columns = [metric] + [k for k in ("accuracy", "f1_macro") if k != metric]
+    for slug in slugs:
+        columns += [k for k in (f"precision_{slug}", f"recall_{slug}", f"f1_{slug}") if k != metric]
+    return columns
+
+
+def _entry_cells(entry: Mapping[str, Any]) -> list[str]:
+    """rank, checkpoint, step, feasible, on disk."""
+    return [
+        str(entry["rank"]),
+        entry["checkpoint"],
+        str(entry["global_step"]),
+        "yes" if entry["feasible"] else "no",
+        "yes" if entry["exists"] else "no",
+    ]
+
+
+def leaderboard_table(payload: Mapping[str, Any], columns: Sequence[str]) -> str:
+    """The ``trainer-ext`` table: objective header, the best and why, then aligned rows (numbers to the
+    right), the best marked ``*``; ``columns`` are the metric keys shown (the objective's keys)."""
+    rows = [["rank", "checkpoint", "step", "feasible", "on disk", *columns]]
+    for entry in payload["entries"]:
+        cells = _entry_cells(entry)
+        if entry["checkpoint"] == payload["best_checkpoint"]:
+            cells[1] += " *"
+        rows.append(cells + [format_value(entry["metrics"].get(c)) for c in columns])
+    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
+    lines = [objective_header(payload["objective"], markdown=False), f"Best: {payload['best_checkpoint']} ({payload['reason']})", ""]
+    for row in rows:
+        lines.append("  ".join(cell.rjust(w) if i in (0, 2) or i >= 5 else cell.ljust(w)
+                               for i, (cell, w) in enumerate(zip(row, widths))).rstrip())
+    return "\n".join(lines)
+
+
+# ---- the report --------------------------------------------------------------------------------------
+
+
+def confusion_table(labels: Sequence[str], matrix: Sequence[Sequence[int]]) -> list[str]:
+    """A markdown confusion matrix (rows: true class, columns: predicted class), as lines."""
+    lines = ["| true \\ predicted | " + " | ".join(labels) + " |", "|" + "---|" * (len(labels) + 1)]
+    for name, row in zip(labels, matrix):
+        lines.append(f"| {name} | " + " | ".join(str(int(v)) for v in row) + " |")
+    return lines
