@@ -14,24 +14,26 @@ import math
 import numbers
 import re
 from collections.abc import Collection, Iterable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import KW_ONLY, dataclass, fields
 from typing import Any
 
-from .errors import ConfigurationError
+import numpy as np
 
-__all__ = ["Constraint", "Objective", "known_direction", "is_score_based", "as_objective"]
+from .errors import ConfigurationError
+from .metrics import metric_direction, metric_kind
+
+__all__ = [
+    "Constraint",
+    "Objective",
+    "as_objective",
+    "constraint_violation",
+    "is_score_based",
+    "known_direction",
+    "total_violation",
+]
 
 ON_INFEASIBLE = ("least_violation", "keep_incumbent", "raise")
 MIN_DELTA_MODES = ("absolute", "relative")
-
-# Built-in key shapes and their direction. `support_<c>` is a count: it has no direction.
-# A key may carry a held-out set's name in front ("reviews_2025_recall_negative"): same direction.
-_HIGHER = re.compile(
-    r"(^|_)(accuracy|balanced_accuracy|mcc|precision_macro|recall_macro|f1_macro|f1_weighted"
-    r"|(precision|recall|f1|roc_auc|average_precision)_[^\W_]+(_[^\W_]+)*)$"
-)
-_LOWER = re.compile(r"(^|_)(log_loss|expected_cost)$")
-_SCORE_BASED = re.compile(r"(^|_)(log_loss|(roc_auc|average_precision)_[^\W_]+(_[^\W_]+)*)$")
 ACROSS_SETS = ("mean", "worst")
 
 _OPS = (">=", "<=", ">", "<")
@@ -44,19 +46,43 @@ _CONSTRAINT = re.compile(
 def known_direction(key: str) -> bool | None:
     """Whether higher is better for a built-in key (True/False), or None when the key is not built in.
 
-    Decided by the key's shape alone, so it works before the model's class names are known; whether
-    ``recall_<c>`` names a real class is checked later, against the model (:meth:`Objective.check_keys`).
+    :func:`trainer_ext.metrics.metric_direction` by the key's shape alone, so it works before the
+    model's class names are known (a held-out set's name may come first); whether ``recall_<c>``
+    names a real class is checked later, against the model (:meth:`Objective.check_keys`).
     """
-    if _LOWER.search(key):
-        return False
-    if _HIGHER.search(key):
-        return True
-    return None
+    return metric_direction(key)
 
 
 def is_score_based(key: str) -> bool:
     """Keys computed from probabilities (they cannot be re-derived from a confusion matrix)."""
-    return bool(_SCORE_BASED.search(key))
+    return metric_kind(key) == "score"
+
+
+def constraint_violation(values: Any, op: str, bound: float) -> Any:
+    """How far ``values`` miss ``op bound``, scaled by the bound: THE violation rule, vectorised.
+
+    0.0 when met; else ``|value - bound| / |bound|`` (divided by 1 when the bound is 0); ``inf`` for
+    NaN (and None); for a strict operator (``>``, ``<``) a value equal to the bound misses by the
+    smallest positive amount (``math.ulp(1.0)``), so "met" and "violation == 0" always agree.
+    A scalar (or None) gives a Python float; an array gives an array of the same shape.
+    """
+    scalar = values is None or np.ndim(values) == 0
+    array = np.asarray(np.nan if values is None else values, dtype=np.float64)
+    scale = abs(bound) if bound != 0 else 1.0
+    miss = (bound - array) if op in (">=", ">") else (array - bound)
+    out = np.where(miss > 0, miss / scale, 0.0)
+    if op in (">", "<"):
+        out = np.where(miss == 0, math.ulp(1.0), out)  # equal is not met for a strict bound
+    out = np.where(np.isnan(array), np.inf, out)
+    return float(out) if scalar else out
+
+
+def total_violation(constraints: Iterable[Constraint], values: Mapping[str, Any]) -> Any:
+    """Sum of every constraint's violation, ``values[c.metric]`` scalar or array (vectorised)."""
+    total: Any = 0.0
+    for constraint in constraints:
+        total = total + constraint.violation(values.get(constraint.metric))
+    return total
 
 
 @dataclass(frozen=True)
@@ -66,7 +92,8 @@ class Constraint:
     ``violation(value)`` is 0.0 when met, else how far the value misses the bound, scaled by the
     bound (``|value - bound| / |bound|``; by 1 when the bound is 0). A NaN value misses by ``inf``.
     For a strict operator (``>``, ``<``) a value equal to the bound misses by the smallest positive
-    amount (``math.ulp(1.0)``), so "met" and "violation == 0" always agree.
+    amount (``math.ulp(1.0)``), so "met" and "violation == 0" always agree. ``value`` may be an
+    array (threshold tuning): see :func:`constraint_violation`.
     """
 
     metric: str
@@ -106,19 +133,8 @@ class Constraint:
             )
         return cls(match["metric"], match["op"], float(match["bound"]))
 
-    def violation(self, value: float | None) -> float:
-        if value is None or math.isnan(value):
-            return math.inf
-        scale = abs(self.bound) if self.bound != 0 else 1.0
-        if self.op in (">=", ">"):
-            miss = self.bound - value
-        else:
-            miss = value - self.bound
-        if miss > 0:
-            return miss / scale
-        if miss == 0 and self.op in (">", "<"):
-            return math.ulp(1.0)  # equal is not met for a strict bound
-        return 0.0
+    def violation(self, value: Any) -> Any:
+        return constraint_violation(value, self.op, self.bound)
 
     def __str__(self) -> str:
         bound = f"{self.bound:g}"
@@ -165,8 +181,9 @@ class Objective:
 
     metric: str
     greater_is_better: bool | None = None
-    constraints: tuple[Constraint, ...] = field(default_factory=tuple)
-    tie_breakers: tuple[str, ...] = field(default_factory=tuple)
+    _: KW_ONLY
+    constraints: tuple[Constraint, ...] = ()
+    tie_breakers: tuple[str, ...] = ()
     on_infeasible: str = "least_violation"
     min_delta: float = 0.0
     min_delta_mode: str = "absolute"
@@ -181,134 +198,69 @@ class Objective:
     across_sets: str = "mean"
     set_weights: tuple[tuple[str, float], ...] | None = None
 
-    def __init__(
-        self,
-        metric: str,
-        greater_is_better: bool | None = None,
-        *,
-        constraints: Iterable[str | Constraint] = (),
-        tie_breakers: Iterable[str] = (),
-        on_infeasible: str = "least_violation",
-        min_delta: float = 0.0,
-        min_delta_mode: str = "absolute",
-        cost_matrix: Sequence[Sequence[float]] | None = None,
-        class_prior: Sequence[float] | None = None,
-        tune_threshold: bool = False,
-        bootstrap_resamples: int = 1000,
-        confidence: float = 0.95,
-        seed: int = 0,
-        require_significance: bool = False,
-        alpha: float = 0.05,
-        across_sets: str = "mean",
-        set_weights: Mapping[str, float] | None = None,
-    ) -> None:
-        if not isinstance(metric, str) or not metric:
-            raise ConfigurationError(f"metric: expected a metric key such as 'recall_negative'; got {metric!r}.")
-        known = known_direction(metric)
-        if greater_is_better is None:
-            if known is None:
-                raise ConfigurationError(
-                    f"greater_is_better: {metric!r} is not a built-in metric key, so its direction is unknown. "
-                    f"Pass Objective({metric!r}, greater_is_better=True) or greater_is_better=False."
-                )
-            greater_is_better = known
-        elif not isinstance(greater_is_better, bool):
-            raise ConfigurationError(f"greater_is_better: expected True or False; got {greater_is_better!r}.")
-        elif known is not None and greater_is_better != known:
+    def __post_init__(self) -> None:
+        """Validate every field (one ConfigurationError naming the argument) and normalise it: any
+        iterable of constraints / tie-breakers becomes a tuple, numbers become floats, a dict of set
+        weights becomes sorted pairs. Checks run in the order of the fields."""
+        set_field = lambda name, value: object.__setattr__(self, name, value)  # noqa: E731 - frozen
+        set_field("greater_is_better", _direction(self.metric, self.greater_is_better))
+        constraints, tie_breakers = self.constraints, self.tie_breakers
+        set_field("constraints", tuple(Constraint.parse(c) for c in ([constraints] if isinstance(constraints, str) else constraints)))
+        set_field("tie_breakers", _tie_breakers(tie_breakers))
+        if self.on_infeasible not in ON_INFEASIBLE:
+            raise ConfigurationError(f"on_infeasible: expected one of {list(ON_INFEASIBLE)}; got {self.on_infeasible!r}.")
+        if not isinstance(self.min_delta, (int, float)) or isinstance(self.min_delta, bool) or not self.min_delta >= 0:
+            raise ConfigurationError(f"min_delta: expected a number >= 0; got {self.min_delta!r}.")
+        set_field("min_delta", float(self.min_delta))
+        if self.min_delta_mode not in MIN_DELTA_MODES:
+            raise ConfigurationError(f"min_delta_mode: expected one of {list(MIN_DELTA_MODES)}; got {self.min_delta_mode!r}.")
+        set_field("cost_matrix", _matrix(self.cost_matrix))
+        set_field("class_prior", _prior(self.class_prior))
+        self._check_resampling()
+        set_field("confidence", float(self.confidence))
+        set_field("alpha", float(self.alpha))
+        if self.tune_threshold and is_score_based(self.metric):
             raise ConfigurationError(
-                f"greater_is_better: {metric!r} is built in and {'higher' if known else 'lower'} is better; "
-                f"got greater_is_better={greater_is_better}. Drop the argument."
-            )
-        if isinstance(constraints, str):
-            constraints = [constraints]
-        if isinstance(tie_breakers, str):
-            tie_breakers = [tie_breakers]
-        parsed = tuple(Constraint.parse(c) for c in constraints)
-        tie_breakers = tuple(tie_breakers)
-        for key in tie_breakers:
-            if not isinstance(key, str) or known_direction(key) is None:
-                raise ConfigurationError(
-                    f"tie_breakers: {key!r} is not a built-in metric key with a known direction; tie-breakers "
-                    f"must be keys such as 'f1_negative', 'recall_macro' or 'log_loss'."
-                )
-        if on_infeasible not in ON_INFEASIBLE:
-            raise ConfigurationError(f"on_infeasible: expected one of {list(ON_INFEASIBLE)}; got {on_infeasible!r}.")
-        if not isinstance(min_delta, (int, float)) or isinstance(min_delta, bool) or not min_delta >= 0:
-            raise ConfigurationError(f"min_delta: expected a number >= 0; got {min_delta!r}.")
-        if min_delta_mode not in MIN_DELTA_MODES:
-            raise ConfigurationError(f"min_delta_mode: expected one of {list(MIN_DELTA_MODES)}; got {min_delta_mode!r}.")
-        object.__setattr__(self, "metric", metric)
-        object.__setattr__(self, "greater_is_better", greater_is_better)
-        object.__setattr__(self, "constraints", parsed)
-        object.__setattr__(self, "tie_breakers", tie_breakers)
-        object.__setattr__(self, "on_infeasible", on_infeasible)
-        object.__setattr__(self, "min_delta", float(min_delta))
-        object.__setattr__(self, "min_delta_mode", min_delta_mode)
-        object.__setattr__(self, "cost_matrix", _matrix(cost_matrix))
-        object.__setattr__(self, "class_prior", _prior(class_prior))
-        for arg, value in (("tune_threshold", tune_threshold), ("require_significance", require_significance)):
-            if not isinstance(value, bool):
-                raise ConfigurationError(f"{arg}: expected True or False; got {value!r}.")
-        if not isinstance(bootstrap_resamples, int) or isinstance(bootstrap_resamples, bool) or bootstrap_resamples < 0:
-            raise ConfigurationError(f"bootstrap_resamples: expected an int >= 0; got {bootstrap_resamples!r}.")
-        if require_significance and bootstrap_resamples < 100:
-            raise ConfigurationError(
-                f"require_significance: needs bootstrap_resamples >= 100; got bootstrap_resamples={bootstrap_resamples}."
-            )
-        if require_significance and is_score_based(metric):
-            raise ConfigurationError(
-                f"require_significance: the paired bootstrap resamples confusion-matrix counts, so it needs a "
-                f"count-based metric; {metric!r} is computed from scores."
-            )
-        for arg, value in (("confidence", confidence), ("alpha", alpha)):
-            if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 < value < 1:
-                raise ConfigurationError(f"{arg}: expected a number strictly between 0 and 1; got {value!r}.")
-        if not isinstance(seed, int) or isinstance(seed, bool):
-            raise ConfigurationError(f"seed: expected an int; got {seed!r}.")
-        if tune_threshold and is_score_based(metric):
-            raise ConfigurationError(
-                f"tune_threshold: {metric!r} is computed from scores and does not change with the threshold; "
+                f"tune_threshold: {self.metric!r} is computed from scores and does not change with the threshold; "
                 f"tune a count-based key such as 'f1_positive', 'recall_negative' or 'expected_cost'."
             )
-        if across_sets not in ACROSS_SETS:
-            raise ConfigurationError(f"across_sets: expected one of {list(ACROSS_SETS)}; got {across_sets!r}.")
-        if set_weights is not None:
-            if not isinstance(set_weights, Mapping) or not set_weights or any(
-                isinstance(w, bool) or not isinstance(w, (int, float)) or not w >= 0 for w in set_weights.values()
-            ) or sum(set_weights.values()) <= 0:
-                raise ConfigurationError(
-                    f"set_weights: expected a dict of held-out set name -> weight >= 0 (not all 0); got {set_weights!r}."
-                )
-            set_weights = tuple(sorted((str(k), float(v)) for k, v in set_weights.items()))
-        if metric == "expected_cost" and cost_matrix is None:
+        if self.across_sets not in ACROSS_SETS:
+            raise ConfigurationError(f"across_sets: expected one of {list(ACROSS_SETS)}; got {self.across_sets!r}.")
+        set_field("set_weights", _set_weights(self.set_weights))
+        if self.metric == "expected_cost" and self.cost_matrix is None:
             raise ConfigurationError("cost_matrix: the objective 'expected_cost' needs cost_matrix=[[...], ...].")
-        object.__setattr__(self, "tune_threshold", tune_threshold)
-        object.__setattr__(self, "bootstrap_resamples", bootstrap_resamples)
-        object.__setattr__(self, "confidence", float(confidence))
-        object.__setattr__(self, "seed", seed)
-        object.__setattr__(self, "require_significance", require_significance)
-        object.__setattr__(self, "alpha", float(alpha))
-        object.__setattr__(self, "across_sets", across_sets)
-        object.__setattr__(self, "set_weights", set_weights)
+
+    def _check_resampling(self) -> None:
+        for arg in ("tune_threshold", "require_significance"):
+            if not isinstance(getattr(self, arg), bool):
+                raise ConfigurationError(f"{arg}: expected True or False; got {getattr(self, arg)!r}.")
+        resamples = self.bootstrap_resamples
+        if not isinstance(resamples, int) or isinstance(resamples, bool) or resamples < 0:
+            raise ConfigurationError(f"bootstrap_resamples: expected an int >= 0; got {resamples!r}.")
+        if self.require_significance and resamples < 100:
+            raise ConfigurationError(
+                f"require_significance: needs bootstrap_resamples >= 100; got bootstrap_resamples={resamples}."
+            )
+        if self.require_significance and is_score_based(self.metric):
+            raise ConfigurationError(
+                f"require_significance: the paired bootstrap resamples confusion-matrix counts, so it needs a "
+                f"count-based metric; {self.metric!r} is computed from scores."
+            )
+        for arg in ("confidence", "alpha"):
+            value = getattr(self, arg)
+            if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 < value < 1:
+                raise ConfigurationError(f"{arg}: expected a number strictly between 0 and 1; got {value!r}.")
+        if not isinstance(self.seed, int) or isinstance(self.seed, bool):
+            raise ConfigurationError(f"seed: expected an int; got {self.seed!r}.")
 
     def check_classes(self, num_classes: int) -> None:
-        """Raise when the cost matrix, prior or threshold tuning does not fit ``num_classes``."""
-        if self.cost_matrix is not None and (
-            len(self.cost_matrix) != num_classes or any(len(row) != num_classes for row in self.cost_matrix)
-        ):
-            shape = f"{len(self.cost_matrix)}x{len(self.cost_matrix[0]) if self.cost_matrix else 0}"
-            raise ConfigurationError(
-                f"cost_matrix: expected {num_classes}x{num_classes} (rows true class, columns predicted, id order); "
-                f"got {shape}."
-            )
-        if self.class_prior is not None and len(self.class_prior) != num_classes:
-            raise ConfigurationError(
-                f"class_prior: expected {num_classes} shares (one per class, id order); got {len(self.class_prior)}."
-            )
-        if self.tune_threshold and num_classes != 2:
-            raise ConfigurationError(
-                f"tune_threshold: decision-threshold tuning is binary-only; the model has {num_classes} classes."
-            )
+        """Raise when the cost matrix, prior or threshold tuning does not fit ``num_classes``.
+
+        Kept for callers of the first version: the task's check (:meth:`trainer_ext.tasks.Task.check_objective`)
+        is the rule; this is that of a single-label task with ``num_classes`` classes."""
+        from .tasks import SingleLabel
+
+        SingleLabel([f"class_{i}" for i in range(num_classes)]).check_objective(self)
 
     @property
     def keys(self) -> tuple[str, ...]:
@@ -330,52 +282,78 @@ class Objective:
             )
 
     def to_dict(self) -> dict[str, Any]:
-        return {
-            "metric": self.metric,
-            "greater_is_better": self.greater_is_better,
-            "constraints": [str(c) for c in self.constraints],
-            "tie_breakers": list(self.tie_breakers),
-            "on_infeasible": self.on_infeasible,
-            "min_delta": self.min_delta,
-            "min_delta_mode": self.min_delta_mode,
-            "cost_matrix": [list(row) for row in self.cost_matrix] if self.cost_matrix is not None else None,
-            "class_prior": list(self.class_prior) if self.class_prior is not None else None,
-            "tune_threshold": self.tune_threshold,
-            "bootstrap_resamples": self.bootstrap_resamples,
-            "confidence": self.confidence,
-            "seed": self.seed,
-            "require_significance": self.require_significance,
-            "alpha": self.alpha,
-            "across_sets": self.across_sets,
-            "set_weights": dict(self.set_weights) if self.set_weights is not None else None,
-        }
+        """Every field, as JSON values (the record's ``objective``); :meth:`from_dict` reads it back."""
+        return {f.name: _plain(f.name, getattr(self, f.name)) for f in fields(self)}
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> Objective:
-        return cls(
-            data["metric"],
-            data.get("greater_is_better"),
-            constraints=data.get("constraints", ()),
-            tie_breakers=data.get("tie_breakers", ()),
-            on_infeasible=data.get("on_infeasible", "least_violation"),
-            min_delta=data.get("min_delta", 0.0),
-            min_delta_mode=data.get("min_delta_mode", "absolute"),
-            cost_matrix=data.get("cost_matrix"),
-            class_prior=data.get("class_prior"),
-            tune_threshold=data.get("tune_threshold", False),
-            bootstrap_resamples=data.get("bootstrap_resamples", 1000),
-            confidence=data.get("confidence", 0.95),
-            seed=data.get("seed", 0),
-            require_significance=data.get("require_significance", False),
-            alpha=data.get("alpha", 0.05),
-            across_sets=data.get("across_sets", "mean"),
-            set_weights=data.get("set_weights"),
-        )
+        """The inverse of :meth:`to_dict`; a missing field takes its default (older records)."""
+        known = {f.name for f in fields(cls)}
+        return cls(**{name: value for name, value in data.items() if name in known})
 
     def replace(self, **changes: Any) -> Objective:
         data = self.to_dict()
         data.update(changes)
         return Objective.from_dict(data)
+
+
+def _plain(name: str, value: Any) -> Any:
+    """A field's JSON form: constraints as text, tuples as lists, set weights as a dict."""
+    if value is None:
+        return None
+    if name == "set_weights":
+        return dict(value)
+    if name == "constraints":
+        return [str(c) for c in value]
+    if isinstance(value, tuple):
+        return [list(v) if isinstance(v, tuple) else v for v in value]
+    return value
+
+
+def _direction(metric: Any, greater_is_better: Any) -> bool:
+    if not isinstance(metric, str) or not metric:
+        raise ConfigurationError(f"metric: expected a metric key such as 'recall_negative'; got {metric!r}.")
+    known = known_direction(metric)
+    if greater_is_better is None:
+        if known is None:
+            raise ConfigurationError(
+                f"greater_is_better: {metric!r} is not a built-in metric key, so its direction is unknown. "
+                f"Pass Objective({metric!r}, greater_is_better=True) or greater_is_better=False."
+            )
+        return known
+    if not isinstance(greater_is_better, bool):
+        raise ConfigurationError(f"greater_is_better: expected True or False; got {greater_is_better!r}.")
+    if known is not None and greater_is_better != known:
+        raise ConfigurationError(
+            f"greater_is_better: {metric!r} is built in and {'higher' if known else 'lower'} is better; "
+            f"got greater_is_better={greater_is_better}. Drop the argument."
+        )
+    return greater_is_better
+
+
+def _tie_breakers(value: Any) -> tuple[str, ...]:
+    keys = tuple([value] if isinstance(value, str) else value)
+    for key in keys:
+        if not isinstance(key, str) or known_direction(key) is None:
+            raise ConfigurationError(
+                f"tie_breakers: {key!r} is not a built-in metric key with a known direction; tie-breakers "
+                f"must be keys such as 'f1_negative', 'recall_macro' or 'log_loss'."
+            )
+    return keys
+
+
+def _set_weights(value: Any) -> tuple[tuple[str, float], ...] | None:
+    if value is None:
+        return None
+    if isinstance(value, tuple) and all(isinstance(p, tuple) and len(p) == 2 for p in value):
+        value = dict(value)  # already normalised (dataclasses.replace, copy)
+    if not isinstance(value, Mapping) or not value or any(
+        isinstance(w, bool) or not isinstance(w, (int, float)) or not w >= 0 for w in value.values()
+    ) or sum(value.values()) <= 0:
+        raise ConfigurationError(
+            f"set_weights: expected a dict of held-out set name -> weight >= 0 (not all 0); got {value!r}."
+        )
+    return tuple(sorted((str(k), float(v)) for k, v in value.items()))
 
 
 def _matrix(value: Sequence[Sequence[float]] | None) -> tuple[tuple[float, ...], ...] | None:

@@ -14,99 +14,69 @@ on a model whose ``config.decision_threshold`` was written by trainer_ext.
 
 from __future__ import annotations
 
-import math
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 
-from .objectives import Objective, known_direction
-from .uncertainty import batched_count_metric
+from .objectives import Objective, known_direction, total_violation
+from .tasks import SingleLabel, Task
 
-__all__ = ["ThresholdChoice", "tune_threshold", "apply_threshold", "CONFIG_KEY"]
+__all__ = ["ThresholdChoice", "tune_threshold", "apply_threshold", "predict_with_threshold", "CONFIG_KEY"]
 
-CONFIG_KEY = "decision_threshold"  # model.config.decision_threshold = {"class_id": 1, "threshold": t}
+CONFIG_KEY = "decision_threshold"  # model.config.decision_threshold: the task's threshold_config(t)
 
 
 @dataclass(frozen=True)
 class ThresholdChoice:
-    threshold: float
+    threshold: Any  # a float for a binary single-label task
     predictions: np.ndarray  # held-out predictions at the threshold
     objective_value: float
     feasible: bool
     candidates: int  # how many cuts were compared
 
 
-def _vector_violation(values: np.ndarray, op: str, bound: float) -> np.ndarray:
-    scale = abs(bound) if bound != 0 else 1.0
-    miss = (bound - values) if op in (">=", ">") else (values - bound)
-    out = np.where(miss > 0, miss / scale, 0.0)
-    if op in (">", "<"):
-        out = np.where(miss == 0, math.ulp(1.0), out)
-    return np.where(np.isnan(values), np.inf, out)
-
-
 def tune_threshold(
     labels: np.ndarray,
     scores: np.ndarray,
     objective: Objective,
-    slugs: Sequence[str],
+    slugs: Task | Sequence[str],
 ) -> ThresholdChoice:
-    """Choose the threshold on ``scores`` (probability of class id 1) that is best for ``objective``."""
-    labels = np.asarray(labels, dtype=np.int64)
-    scores = np.asarray(scores, dtype=np.float64)
-    order = np.argsort(-scores, kind="stable")
-    sorted_scores = scores[order]
-    is_positive = labels[order] == 1
-    # cut k: predict 1 for the first k examples in descending score order; only cuts between distinct scores
-    distinct_end = np.flatnonzero(np.diff(sorted_scores) != 0) + 1
-    cut_sizes = np.concatenate(([0], distinct_end, [scores.size]))
-    tp = np.concatenate(([0], np.cumsum(is_positive)))[cut_sizes]
-    fp = cut_sizes - tp
-    positives, negatives = int(is_positive.sum()), int(scores.size - is_positive.sum())
-    cms = np.empty((cut_sizes.size, 2, 2), dtype=np.float64)
-    cms[:, 0, 0] = negatives - fp
-    cms[:, 0, 1] = fp
-    cms[:, 1, 0] = positives - tp
-    cms[:, 1, 1] = tp
+    """Choose the threshold on ``scores`` that is best for ``objective`` (see the module docstring).
 
-    kwargs = {
-        "cost_matrix": None if objective.cost_matrix is None else np.asarray(objective.cost_matrix),
-        "class_prior": None if objective.class_prior is None else np.asarray(objective.class_prior),
-    }
-    values = batched_count_metric(cms, objective.metric, slugs, **kwargs)
-    violation = np.zeros(cut_sizes.size)
-    for c in objective.constraints:
-        violation += _vector_violation(batched_count_metric(cms, c.metric, slugs, **kwargs), c.op, c.bound)
-    feasible = violation == 0
-
-    # thresholds: between the last score predicted 1 and the next one down
-    upper = np.concatenate(([np.inf], sorted_scores[cut_sizes[1:] - 1]))
-    lower = np.concatenate((sorted_scores[cut_sizes[:-1]], [-np.inf]))
-    thresholds = np.where(
-        np.isinf(upper), np.nextafter(sorted_scores[0], np.inf) if scores.size else 1.0,
-        np.where(np.isinf(lower), upper / 2.0, (upper + lower) / 2.0),
-    )
-
-    sign = 1.0 if objective.greater_is_better else -1.0
-    keys = [np.abs(thresholds - 0.5)]  # last resort: closest to 0.5
-    for key in reversed(objective.tie_breakers):
-        tb = batched_count_metric(cms, key, slugs, **kwargs) * (1.0 if known_direction(key) else -1.0)
-        keys.append(-np.nan_to_num(tb, nan=-np.inf))
-    keys.append(-np.nan_to_num(sign * values, nan=-np.inf))
-    if feasible.any():
-        keys.append(~feasible)
-    else:
-        keys.append(violation)
-    best = int(np.lexsort(keys)[0])
-    predictions = (scores >= thresholds[best]).astype(np.int64)
+    ``slugs``: the task, or the class slugs of a binary single-label task; ``scores`` as the task's
+    :meth:`~trainer_ext.tasks.Task.threshold_cuts` takes them (for a binary task, the probability of
+    class id 1 ``[N]``, or the probabilities ``[N, 2]``).
+    """
+    task = slugs if isinstance(slugs, Task) else SingleLabel(list(slugs))
+    cms, thresholds = task.threshold_cuts(labels, scores)
+    costs = {"cost_matrix": objective.cost_matrix, "class_prior": objective.class_prior}
+    keys = [objective.metric, *(c.metric for c in objective.constraints), *objective.tie_breakers]
+    values = task.statistic_values(cms, list(dict.fromkeys(keys)), **costs)
+    best, feasible = _best_cut(values, thresholds, objective)
     return ThresholdChoice(
         threshold=float(thresholds[best]),
-        predictions=predictions,
-        objective_value=float(values[best]),
-        feasible=bool(feasible[best]),
-        candidates=int(cut_sizes.size),
+        predictions=task.apply_threshold(scores, thresholds[best]),
+        objective_value=float(values[objective.metric][best]),
+        feasible=feasible,
+        candidates=int(thresholds.size),
     )
+
+
+def _best_cut(values: Mapping[str, np.ndarray], thresholds: np.ndarray, objective: Objective) -> tuple[int, bool]:
+    """The cut that wins under the rules of checkpoint selection: feasible first (else the least
+    violation), then the objective value, then the tie-breakers, then the threshold closest to 0.5."""
+    violation = np.broadcast_to(total_violation(objective.constraints, values), thresholds.shape)
+    feasible = violation == 0
+    sign = 1.0 if objective.greater_is_better else -1.0
+    order = [np.abs(thresholds - 0.5)]  # last resort: closest to 0.5
+    for key in reversed(objective.tie_breakers):
+        order.append(-np.nan_to_num(values[key] * (1.0 if known_direction(key) else -1.0), nan=-np.inf))
+    order.append(-np.nan_to_num(sign * values[objective.metric], nan=-np.inf))
+    order.append(~feasible if feasible.any() else violation)
+    best = int(np.lexsort(order)[0])
+    return best, bool(feasible[best])
 
 
 def apply_threshold(scores: np.ndarray, threshold: float, *, from_logits: bool = False) -> np.ndarray:
@@ -115,13 +85,11 @@ def apply_threshold(scores: np.ndarray, threshold: float, *, from_logits: bool =
     ``scores``: probabilities ``[N, 2]`` (or logits with ``from_logits=True``), or ``[N]`` probabilities
     of class id 1.
     """
+    task = SingleLabel(["0", "1"])
     scores = np.asarray(scores, dtype=np.float64)
-    if scores.ndim == 2:
-        if from_logits:
-            shifted = scores - scores.max(axis=1, keepdims=True)
-            scores = np.exp(shifted) / np.exp(shifted).sum(axis=1, keepdims=True)
-        scores = scores[:, 1]
-    return (scores >= threshold).astype(np.int64)
+    if scores.ndim == 2 and from_logits:
+        scores = task.probabilities(scores)
+    return task.apply_threshold(scores, threshold)
 
 
 def predict_with_threshold(model, **inputs):
@@ -133,8 +101,4 @@ def predict_with_threshold(model, **inputs):
 
     with torch.no_grad():
         logits = model(**inputs).logits.float()
-    setting = getattr(model.config, CONFIG_KEY, None)
-    if not setting:
-        return logits.argmax(-1)
-    probabilities = torch.softmax(logits, dim=-1)[:, int(setting.get("class_id", 1))]
-    return (probabilities >= float(setting["threshold"])).long()
+    return SingleLabel(["0", "1"]).predict_tensor(logits, getattr(model.config, CONFIG_KEY, None))
