@@ -112,7 +112,8 @@ def _feasibility(
     }
     parts = list(violations.values())
     if len(parts) > 2:  # math.fsum, as for one checkpoint; with one or two terms "+" is the same rounding
-        total = np.vectorize(lambda *v: math.fsum(v), otypes=[np.float64])(*parts)
+        with np.errstate(invalid="ignore"):  # fsum of several infinities sets the FPU's flag; it returns inf
+            total = np.vectorize(lambda *v: math.fsum(v), otypes=[np.float64])(*parts)
     else:
         total = sum(parts, np.zeros(shape))
     feasible = np.logical_and.reduce([p == 0.0 for p in parts]) if parts else np.ones(shape, dtype=bool)
@@ -164,8 +165,9 @@ class BatchedChoice:
     ``best[r]``: index (in walk order) of the best checkpoint of batch r, -1 when no value is finite.
     ``why[r]``: how it won or stayed (``"first"``, ``"feasible"``, ``"least_violation"``,
     ``"objective"``, ``"min_delta"``, ``"tie_breaker:<key>"``, ``"tie_earlier"``, ...).
-    ``not_significant[r]``: indices kept out by ``require_significance``. ``feasible`` and
-    ``total_violation``: ``[R, K]``, as in :class:`RankedCandidate`.
+    ``not_significant[r]``: indices kept out by ``require_significance``. ``feasible``,
+    ``total_violation`` and each of ``violations`` (by constraint text): ``[R, K]``, as in
+    :class:`RankedCandidate`.
     """
 
     best: np.ndarray
@@ -173,6 +175,7 @@ class BatchedChoice:
     not_significant: tuple[tuple[int, ...], ...]
     feasible: np.ndarray
     total_violation: np.ndarray
+    violations: Mapping[str, np.ndarray]
 
 
 def choose_best(
@@ -199,7 +202,7 @@ def choose_best(
     if value is None or value.ndim != 2:
         raise ValueError(f"values: expected {objective.metric!r} -> an array [batches, checkpoints]")
     shape = value.shape
-    _, total, feasible = _feasibility(values, objective, shape)
+    violations, total, feasible = _feasibility(values, objective, shape)
     signed = _signed_array(value, objective.greater_is_better)
     ties = [_signed_array(_column(values, k, shape), bool(known_direction(k))) for k in objective.tie_breakers]
     finite = ~np.isnan(value)
@@ -229,6 +232,7 @@ def choose_best(
         not_significant=tuple(tuple(n) for n in not_significant),
         feasible=feasible,
         total_violation=total,
+        violations=violations,
     )
 
 
@@ -324,7 +328,6 @@ def select_best(
         key: np.array([[_nan_if_missing(c.metrics, key) for c in candidates]], dtype=np.float64).reshape(1, -1)
         for key in objective.keys
     }
-    violations, _, _ = _feasibility(values, objective, (1, len(candidates)))
     choice = choose_best(values, objective, checkpoints=names, p_value=p_value)
     ranked = [
         RankedCandidate(
@@ -333,7 +336,7 @@ def select_best(
             rank=0,
             objective_value=_value(c.metrics, objective.metric),
             feasible=bool(choice.feasible[0, i]),
-            violations={text: float(v[0, i]) for text, v in violations.items()},
+            violations={text: float(v[0, i]) for text, v in choice.violations.items()},
             total_violation=float(choice.total_violation[0, i]),
         )
         for i, c in enumerate(candidates)
