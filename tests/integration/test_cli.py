@@ -569,3 +569,121 @@ def test_apply_writes_the_best_so_far_into_every_trainer_state(tmp_path, capsys)
         changes.add(expected.checkpoint)
     assert len(changes) > 1, "the best must change during the run for this test to mean something"
     assert _board(run)["best_checkpoint"] == expected.checkpoint
+
+
+# ---- no command loses a record (issue 12, point 5) ----------------------------------------------------------
+
+
+def _without_fingerprints(folder: Path) -> None:
+    """The leaderboard as the previous version wrote it: entries without a held-out fingerprint."""
+    board = _board(folder)
+    for entry in board["entries"]:
+        entry.pop("fingerprint")
+    (folder / "checkpoint_leaderboard.json").write_text(json.dumps(board))
+
+
+@pytest.mark.parametrize("written_by", ["this version", "the previous version"])
+def test_evaluate_keeps_rotated_away_entries_of_the_same_held_out_set(written_by, runs, tmp_path, capsys):
+    run = _copy(runs.callback, tmp_path / "run")
+    trained = _board(runs.callback)
+    assert all(entry["fingerprint"] for entry in trained["entries"])
+    if written_by == "the previous version":
+        _without_fingerprints(run)
+    rotated = runs.checkpoints[0]
+    shutil.rmtree(run / rotated)  # as save_total_limit would have
+    status, out, err = _run(capsys, "evaluate", run, "--data", runs.csv, "--objective", "accuracy", "--batch-size", 16)
+    assert status == 0, err
+    assert f"kept the leaderboard entry of 1 checkpoint(s) no longer on disk ({rotated})" in err
+    assert "same held-out set" in err and "moved" not in err
+    # The callback's leaderboard of the training run, but for the folder that is gone.
+    expected = {**trained, "entries": [{**e, "exists": e["checkpoint"] != rotated} for e in trained["entries"]]}
+    assert _board(run) == expected
+    assert f"| {rotated} |" in (run / "checkpoint_leaderboard.md").read_text(encoding="utf-8")
+    assert not (run / "checkpoint_leaderboard.previous.json").exists()
+
+
+def test_evaluate_on_another_held_out_set_moves_the_earlier_entries_aside(runs, tmp_path, capsys):
+    run = _copy(runs.callback, tmp_path / "run")
+    trained = _board(runs.callback)
+    shutil.rmtree(run / runs.checkpoints[0])
+    with open(runs.csv, encoding="utf-8") as handle:
+        rows = handle.read().splitlines()
+    other = tmp_path / "other.csv"
+    other.write_text("\n".join(rows[:41]) + "\n", encoding="utf-8")  # the header and 40 of the 61 rows
+
+    status, out, err = _run(capsys, "evaluate", run, "--data", other, "--objective", "accuracy", "--batch-size", 16)
+    assert status == 0, err
+    names = ", ".join(e["checkpoint"] for e in trained["entries"])
+    assert f"moved 3 leaderboard entries measured on another held-out set ({names}) to " \
+           f"checkpoint_leaderboard.previous.json" in err
+    board = _board(run)
+    assert sorted(e["checkpoint"] for e in board["entries"]) == sorted(runs.checkpoints[1:])
+    assert all(e["exists"] for e in board["entries"])
+    assert {load_record(run / c).num_samples for c in runs.checkpoints[1:]} == {40}
+    previous = read_json(run / "checkpoint_leaderboard.previous.json")
+    assert len(previous["moves"]) == 1
+    move = previous["moves"][0]
+    assert move["entries"] == trained["entries"]  # every measurement of the training run, as it was
+    assert move["objective"] == trained["objective"] and move["best_checkpoint"] == trained["best_checkpoint"]
+
+    # Back on the training run's set: the 40-row entries move aside too; the earlier move stays.
+    status, _, err = _run(capsys, "evaluate", run, "--data", runs.csv, "--objective", "accuracy", "--batch-size", 16)
+    assert status == 0, err
+    assert "moved 2 leaderboard entries" in err
+    moves = read_json(run / "checkpoint_leaderboard.previous.json")["moves"]
+    assert [len(m["entries"]) for m in moves] == [3, 2] and moves[0] == move
+    assert {e["checkpoint"]: e["metrics"] for e in _board(run)["entries"]} == {
+        e["checkpoint"]: e["metrics"] for e in trained["entries"] if e["checkpoint"] != runs.checkpoints[0]
+    }
+
+
+# ---- a closed output pipe --------------------------------------------------------------------------------
+
+
+def _run_with_closed_stdout(arguments: list[str]) -> tuple[int, str]:
+    """Run ``python -m trainer_ext ARGUMENTS`` whose stdout pipe is closed by its reader before it writes."""
+    process = subprocess.Popen([sys.executable, "-m", "trainer_ext", *map(str, arguments)], cwd=REPO, env=_env(),
+                               stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    process.stdout.close()
+    try:
+        _, err = process.communicate(timeout=LAUNCH_TIMEOUT)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        raise
+    return process.returncode, err.decode("utf-8", "replace")
+
+
+@pytest.mark.parametrize("command", ["rank table", "rank json", "rank markdown", "report", "evaluate", "--help"])
+def test_every_command_exits_quietly_when_its_output_pipe_closes(command, runs, tmp_path):
+    run = _copy(runs.plain if command == "evaluate" else runs.callback, tmp_path / "run")
+    arguments = {
+        "rank table": ["rank", run, "--objective", "accuracy"],
+        "rank json": ["rank", run, "--objective", "accuracy", "--format", "json"],
+        "rank markdown": ["rank", run, "--objective", "accuracy", "--format", "markdown"],
+        "report": ["report", run],
+        "evaluate": ["evaluate", run, "--data", runs.csv, "--objective", "accuracy", "--batch-size", 16],
+        "--help": ["--help"],
+    }[command]
+    status, err = _run_with_closed_stdout(arguments)
+    assert status == 0, err
+    assert "Traceback" not in err and "BrokenPipeError" not in err and "Exception ignored" not in err, err
+    if command == "evaluate":  # the work was done; only the table was not read
+        assert _board(run) == _board(runs.callback)
+
+
+def test_rank_json_piped_into_head(tmp_path):
+    """The issue's own command line: ``trainer-ext rank DIR --objective x --format json | head -1``, with more
+    output than a pipe holds, so the command is still writing when head leaves."""
+    rng = np.random.default_rng(2)
+    for step in range(1, 301):
+        tn, tp = int(rng.integers(5, 21)), int(rng.integers(10, 31))
+        _write_record(tmp_path / f"checkpoint-{step}", step, [[tn, 20 - tn], [30 - tp, tp]])
+    command = (f"set -o pipefail; {sys.executable} -m trainer_ext rank {tmp_path} --objective accuracy "
+               f"--format json | head -1")
+    done = subprocess.run(["bash", "-c", command], cwd=REPO, env=_env(), capture_output=True, text=True,
+                          timeout=LAUNCH_TIMEOUT)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout == "{\n" and done.stderr == ""
+    full = subprocess.run([sys.executable, "-m", "trainer_ext", "rank", str(tmp_path), "--objective", "accuracy",
+                           "--format", "json"], cwd=REPO, env=_env(), capture_output=True, text=True, timeout=LAUNCH_TIMEOUT)
+    assert len(full.stdout) > 4 * 65536, "the output must not fit in the pipe for this test to mean something"
