@@ -1,0 +1,165 @@
+"""Issue 12 point 3: with ``report_to=["tensorboard"]`` or ``["mlflow"]`` every ``<name>_<key>`` reaches
+the tracker at the global step of its save, and the chosen checkpoint's confusion matrix goes where the
+tracker has a place for it.
+
+Real Trainer runs (tiny Llama classifier from config) with the Trainer's own integration callbacks. What
+arrived is read back with each tracker's own reader: TensorBoard's ``EventAccumulator`` on the event
+files, MLflow's ``MlflowClient`` on a local file store. The expected values are the records on disk.
+
+TensorBoard note: the Trainer's TensorBoardCallback files every key that does not start with ``eval_``
+under ``train/`` (transformers' ``rewrite_logs``), so ``holdout_recall_negative`` is the tag
+``train/holdout_recall_negative``; MLflow keeps the key as it is.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import sys
+from pathlib import Path
+
+import pytest
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "examples"))
+
+from synthetic_reviews import keyword_reviews, tiny_llama_classifier, tokenize_reviews, train_tokenizer  # noqa: E402
+from transformers import Trainer, TrainingArguments  # noqa: E402
+
+from trainer_ext import BestCheckpointCallback  # noqa: E402
+from trainer_ext.records import load_record  # noqa: E402
+from trainer_ext.trainer_bridge import log_confusion_matrix  # noqa: E402
+
+
+@pytest.fixture(scope="module")
+def data():
+    train_rows = keyword_reviews(160, seed=1)
+    eval_rows = keyword_reviews(61, seed=2)
+    tokenizer = train_tokenizer([r["text"] for r in train_rows + eval_rows])
+    return {
+        "tokenizer": tokenizer,
+        "train": tokenize_reviews(train_rows, tokenizer),
+        "holdout": tokenize_reviews(eval_rows, tokenizer),
+    }
+
+
+def _train(data, out: Path, report_to: list[str]):
+    callback = BestCheckpointCallback(eval_dataset=data["holdout"], objective="recall_negative")
+    trainer = Trainer(
+        model=tiny_llama_classifier(data["tokenizer"], seed=0),
+        args=TrainingArguments(
+            output_dir=str(out), num_train_epochs=2, per_device_train_batch_size=16, per_device_eval_batch_size=16,
+            learning_rate=3e-3, save_strategy="epoch", eval_strategy="no", report_to=report_to, use_cpu=True,
+            seed=0, logging_steps=5, disable_tqdm=True,
+        ),
+        train_dataset=data["train"],
+        processing_class=data["tokenizer"],
+        callbacks=[callback],
+    )
+    trainer.train()
+    board = callback.leaderboard
+    records = [load_record(out / e["checkpoint"]) for e in sorted(board["entries"], key=lambda e: e["global_step"])]
+    assert [r.global_step for r in records] == [10, 20]
+    return trainer, callback, records
+
+
+def _expected(records) -> dict[str, dict[int, float]]:
+    """``{logged key: {global step of the save: value}}`` from the records on disk."""
+    expected: dict[str, dict[int, float]] = {}
+    for record in records:
+        for key, value in record.metrics.items():
+            expected.setdefault(f"holdout_{key}", {})[record.global_step] = value
+        objective = math.nan if record.objective_value is None else record.objective_value
+        expected.setdefault("holdout_objective", {})[record.global_step] = objective
+    return expected
+
+
+def _same(a: float, b: float) -> bool:
+    return (math.isnan(a) and math.isnan(b)) or a == pytest.approx(b, rel=1e-6, abs=1e-7)
+
+
+def _log_chosen_confusion_matrix(trainer, callback) -> list[str]:
+    """What the callback does in on_train_end (until it does it itself)."""
+    best = load_record(Path(trainer.args.output_dir) / callback.leaderboard["best_checkpoint"])
+    return log_confusion_matrix(
+        trainer, best.confusion_matrix, best.labels, step=best.global_step, checkpoint=best.checkpoint, name="holdout"
+    )
+
+
+def test_tensorboard_receives_every_key_at_the_step_of_its_save(data, tmp_path, monkeypatch):
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    log_dir = tmp_path / "tb"
+    monkeypatch.setenv("TENSORBOARD_LOGGING_DIR", str(log_dir))
+    trainer, callback, records = _train(data, tmp_path / "out", ["tensorboard"])
+    assert _log_chosen_confusion_matrix(trainer, callback) == ["tensorboard"]
+
+    event_dirs = {p.parent for p in tmp_path.rglob("events.out.tfevents.*")}
+    assert event_dirs == {log_dir}
+    events = EventAccumulator(str(log_dir), size_guidance={"scalars": 0, "tensors": 0})
+    events.Reload()
+    expected = _expected(records)
+    assert len(expected) == len(callback.metric_keys) + 1
+    for key, by_step in expected.items():
+        scalars = events.Scalars(f"train/{key}")
+        assert [s.step for s in scalars] == [10, 20], key
+        for scalar in scalars:
+            assert _same(scalar.value, by_step[scalar.step]), (key, scalar.step, scalar.value, by_step[scalar.step])
+    assert [s.step for s in events.Scalars("train/loss")], "the Trainer's own logs are still there"
+
+    best = load_record(tmp_path / "out" / callback.leaderboard["best_checkpoint"])
+    tag = next(t for t in events.Tags()["tensors"] if t.startswith("holdout/confusion_matrix"))
+    (text_event,) = events.Tensors(tag)
+    assert text_event.step == best.global_step
+    text = text_event.tensor_proto.string_val[0].decode("utf-8")
+    assert best.checkpoint in text
+    for label, row in zip(best.labels, best.confusion_matrix):
+        assert f"| **{label}** | " + " | ".join(str(v) for v in row) + " |" in text
+
+
+def test_mlflow_receives_every_key_at_the_step_of_its_save(data, tmp_path, monkeypatch):
+    mlflow = pytest.importorskip("mlflow")
+    from mlflow.tracking import MlflowClient
+
+    uri = (tmp_path / "mlruns").as_uri()
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
+    monkeypatch.setenv("MLFLOW_EXPERIMENT_NAME", "trainer_ext_trackers")
+    # MLflow 3 keeps the file store in "maintenance mode" and refuses it unless asked; a database store
+    # would need SQLAlchemy, which mlflow-skinny leaves out.
+    monkeypatch.setenv("MLFLOW_ALLOW_FILE_STORE", "true")
+    previous = mlflow.get_tracking_uri()
+    mlflow.set_tracking_uri(uri)  # MLflowCallback keeps a tracking URI that is already set
+    try:
+        trainer, callback, records = _train(data, tmp_path / "out", ["mlflow"])
+        assert mlflow.active_run() is None, "MLflowCallback ends its run at the end of training"
+        assert _log_chosen_confusion_matrix(trainer, callback) == ["mlflow"]
+    finally:
+        mlflow.set_tracking_uri(previous)
+
+    client = MlflowClient(tracking_uri=uri)
+    experiment = client.get_experiment_by_name("trainer_ext_trackers")
+    (run,) = client.search_runs([experiment.experiment_id])
+    expected = _expected(records)
+    assert len(expected) == len(callback.metric_keys) + 1
+    assert set(expected) <= set(run.data.metrics)
+    for key, by_step in expected.items():
+        history = sorted(client.get_metric_history(run.info.run_id, key), key=lambda m: m.step)
+        assert [m.step for m in history] == [10, 20], key
+        for metric in history:
+            assert _same(metric.value, by_step[metric.step]), (key, metric.step, metric.value, by_step[metric.step])
+
+    best = load_record(tmp_path / "out" / callback.leaderboard["best_checkpoint"])
+    path = client.download_artifacts(run.info.run_id, "trainer_ext/holdout_confusion_matrix.json", str(tmp_path))
+    assert json.loads(Path(path).read_text()) == {
+        "checkpoint": best.checkpoint, "global_step": best.global_step, "labels": best.labels,
+        "matrix": best.confusion_matrix,
+    }
+
+
+def test_confusion_matrix_goes_nowhere_without_a_tracker(data, tmp_path):
+    trainer = Trainer(
+        model=tiny_llama_classifier(data["tokenizer"], seed=0),
+        args=TrainingArguments(output_dir=str(tmp_path), report_to=[], use_cpu=True),
+    )
+    assert log_confusion_matrix(trainer, [[3, 1], [0, 5]], ["NEGATIVE", "POSITIVE"], step=1, checkpoint="checkpoint-1") == []
+    assert log_confusion_matrix(trainer.callback_handler, [[3, 1], [0, 5]], ["a", "b"], step=1, checkpoint="c") == []
+    assert not list(tmp_path.iterdir())
