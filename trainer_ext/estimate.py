@@ -1,0 +1,438 @@
+"""How will the chosen checkpoint do on new data? A selection-corrected estimate. Pure: numpy only.
+
+The value the leaderboard reports for the chosen checkpoint is the best of several noisy measurements
+on the same held-out set, so on average it is too high (the winner's curse): with 20 checkpoints whose
+true ``recall_negative`` lies within 0.04 of each other and 400 negative reviews, the pick's reported
+value was 0.041 above its true value on average. The bootstrap bias correction of Tsamardinos,
+Greasidou and Borboudakis ("Bootstrapping the out-of-sample predictions for efficient and accurate
+cross-validation", Machine Learning 107, 2018) estimates the pick's value without new data:
+
+1. draw N examples with replacement from each held-out set (its own N, one draw per set);
+2. choose the best checkpoint on those in-bag examples by every rule of the objective
+   (:func:`trainer_ext.selection.choose_best`: NaN never best, constraints first, ``on_infeasible``,
+   ``min_delta``, tie-breakers, the earlier checkpoint on a full tie);
+3. score that choice on the out-of-bag examples (those not drawn, about 36.8 % of each set) with the
+   objective's key;
+
+``value`` is the mean of the out-of-bag scores over the resamples. Not used: ``require_significance``
+(a paired test inside each of a thousand resamples would cost a thousand paired bootstraps each; the
+resamples choose by value), and ``on_infeasible="raise"``, which in a resample chooses like
+``least_violation`` (a resample without a feasible checkpoint still needs a choice). A tuned decision
+threshold is taken as given: each checkpoint's predictions are those at its threshold, and the optimism
+of tuning the threshold on the same held-out set is not corrected.
+
+The interval. One resample's out-of-bag set holds about N / e examples, so the out-of-bag scores
+spread like measurements on a set e times smaller than the held-out set: their plain percentiles
+covered the pick's true value in 100 % of simulated held-out sets at 95 % (the paper calls them
+conservative). ``low``/``high`` are therefore ``value`` plus the percentiles (at ``confidence``) of each
+resample's deviation from ``value`` rescaled to the held-out set's size, ``(score_b - value) *
+sqrt(n_oob_b / N)`` (N and n_oob_b summed over the sets the key reads); this covered the true value in
+0.94-0.97 of simulated sets at 95 % (``tests/unit/test_estimate.py``).
+
+Count-based keys only: every key the objective reads (its metric, each constraint's, each
+tie-breaker) must be computable from confusion counts (:func:`trainer_ext.metrics.metric_keys` with
+``with_scores=False``, and ``expected_cost``), with or without a held-out set's prefix. A key computed
+from scores (``log_loss``, ``roc_auc_<c>``, ``average_precision_<c>``) would have to be recomputed from
+every row, for every checkpoint, in every resample (resamples x checkpoints x N log N operations: for
+1,000 x 50 x 100,000 about an hour in numpy), and a custom metric is a Python function of the rows:
+both are refused with :class:`EstimateUnavailable`.
+
+Speed: the examples of a held-out set are grouped by their joint pattern (label and the prediction of
+every checkpoint), resample indices are drawn one resample at a time and counted with one
+``np.bincount``, and each chunk of resamples' in-bag and out-of-bag confusion counts of every checkpoint
+are one matrix product per class. 50 checkpoints x 100,000 examples x 1,000 resamples: see
+``scripts/bench_bootstrap.py``.
+
+Determinism: ``np.random.default_rng(objective.seed)``; resample b draws, for each held-out set in the
+order given, ``rng.integers(0, N, size=N, dtype=np.int32)`` (``np.int64`` from N = 2**31), indices in
+the held-out order. The same inputs and seed give the same numbers on any machine and any number of
+processes (every process holds the same gathered predictions).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
+
+import numpy as np
+
+from .metrics import metric_keys
+from .objectives import Objective, is_score_based, known_direction
+from .selection import choose_best
+
+try:  # the count formulas: one batched implementation (moved to metrics by the metrics refactor)
+    from .metrics import batched_count_metric
+except ImportError:  # pragma: no cover - before that refactor
+    from .uncertainty import batched_count_metric
+
+__all__ = ["METHOD", "BestEstimate", "CheckpointPredictions", "EstimateUnavailable", "estimate_best"]
+
+METHOD = "bootstrap_bias_corrected"
+
+# Group examples by joint pattern only when that at least halves the rows of the matrix products.
+_GROUP_WHEN_PATTERNS_BELOW = 0.5
+# Rows x patterns per chunk of resamples (float32: 4 bytes each; in-bag and out-of-bag rows together).
+_CHUNK_CELLS = 1 << 23
+# float32 sums of whole numbers are exact below 2**24: larger sets count in float64.
+_FLOAT32_EXACT_BELOW = 1 << 24
+
+
+class EstimateUnavailable(ValueError):
+    """The selection-corrected estimate cannot be computed for these inputs; the message says why
+    (for the leaderboard's ``reason``: ``best_estimate`` is then ``null``)."""
+
+
+@dataclass(frozen=True)
+class CheckpointPredictions:
+    """One checkpoint's per-example predictions on each held-out set (class ids, held-out order,
+    after its tuned threshold if it has one). The single held-out set is ``None``."""
+
+    checkpoint: str
+    global_step: int
+    predictions: Mapping[str | None, np.ndarray]
+
+
+@dataclass(frozen=True)
+class BestEstimate:
+    """The chosen checkpoint's expected objective value on new data from the held-out distribution.
+
+    ``value``: mean out-of-bag score of the resamples' choices (the objective's units and direction).
+    ``low``/``high``: interval at ``confidence`` (see the module docstring). ``resamples``: resamples
+    drawn (``objective.bootstrap_resamples``); ``seed``: ``objective.seed``. ``optimism``: the reported
+    value minus ``value``, so positive when the report is too high for a higher-is-better key and
+    negative when it is too optimistic for a lower-is-better one (``expected_cost``).
+    """
+
+    value: float
+    low: float
+    high: float
+    confidence: float
+    resamples: int
+    seed: int
+    optimism: float
+    method: str = METHOD
+
+    def to_dict(self) -> dict[str, float | int | str]:
+        """The leaderboard's ``best_estimate`` object (exactly these keys)."""
+        return {
+            "value": self.value,
+            "low": self.low,
+            "high": self.high,
+            "confidence": self.confidence,
+            "resamples": self.resamples,
+            "seed": self.seed,
+            "method": self.method,
+            "optimism": self.optimism,
+        }
+
+
+def estimate_best(
+    labels: Mapping[str | None, np.ndarray],
+    checkpoints: Iterable[CheckpointPredictions],
+    objective: Objective,
+    slugs: Sequence[str],
+    *,
+    reported_value: float | None,
+    min_checkpoints: int = 2,
+) -> BestEstimate:
+    """The selection-corrected estimate of the chosen checkpoint (see the module docstring).
+
+    Args:
+        labels: each held-out set's labels (class ids), ``{None: labels}`` for the only set; with
+            several, the set names of the metric keys (``{"reviews_2024": ..., "reviews_2025": ...}``,
+            keys ``reviews_2024_recall_negative`` and the combined ``recall_negative``, combined as
+            :mod:`trainer_ext.scoring` does: ``across_sets`` and ``set_weights``).
+        checkpoints: every checkpoint the selection chose among. One without predictions for every set
+            is left out (the estimate then corrects for a choice among fewer and understates the
+            optimism); names must be unique.
+        objective: the objective of the selection; ``bootstrap_resamples``, ``confidence`` and ``seed``
+            set the bootstrap.
+        slugs: class slugs in class-id order (:func:`trainer_ext.metrics.class_slugs`).
+        reported_value: the objective value the leaderboard reports for the chosen checkpoint.
+        min_checkpoints: fewer checkpoints with predictions raise :class:`EstimateUnavailable`; with one
+            there is no selection to correct, and the estimate is that checkpoint's out-of-bag
+            bootstrap value.
+
+    Raises:
+        EstimateUnavailable: ``bootstrap_resamples`` is 0, no reported value, fewer than
+            ``min_checkpoints`` checkpoints with predictions, a key that is not count-based, or no
+            resample with a choice and an out-of-bag example.
+        ValueError: malformed inputs (lengths, class ids out of range, duplicate names).
+    """
+    slugs = list(slugs)
+    plan = _key_plan(objective, list(labels), slugs)
+    if objective.bootstrap_resamples == 0:
+        raise EstimateUnavailable("bootstrap_resamples=0 turns the bootstrap, and so the estimate, off")
+    if reported_value is None or math.isnan(float(reported_value)):
+        raise EstimateUnavailable("no checkpoint has a finite objective value")
+    sets = {name: _class_ids(y, f"labels[{name!r}]", len(slugs)) for name, y in labels.items()}
+    if not sets:
+        raise ValueError("labels: expected at least one held-out set; got none")
+    given = sorted(checkpoints, key=lambda c: (int(c.global_step), c.checkpoint))  # the walk's order
+    if len({c.checkpoint for c in given}) != len(given):
+        raise ValueError("checkpoints: checkpoint names must be unique")
+    usable = [c for c in given if all(c.predictions.get(name) is not None for name in sets)]
+    if len(usable) < min_checkpoints:
+        raise EstimateUnavailable(
+            f"{len(usable)} of {len(given)} checkpoints have predictions on every held-out set; the "
+            f"selection-corrected estimate needs at least {min_checkpoints}"
+        )
+    resamplers = {}
+    for name, y in sets.items():
+        predictions = []
+        for c in usable:
+            p = _class_ids(c.predictions[name], f"predictions of {c.checkpoint} on {name!r}", len(slugs))
+            if p.shape != y.shape:
+                raise ValueError(
+                    f"predictions of {c.checkpoint} on {name!r}: expected {y.size} (one per held-out "
+                    f"example); got {p.size}"
+                )
+            predictions.append(p)
+        resamplers[name] = _Resampler(y, np.stack(predictions), len(slugs))
+
+    walk_objective = objective.replace(require_significance=False) if objective.require_significance else objective
+    resamples = objective.bootstrap_resamples
+    inbag, oob, n_oob = _resample_counts(resamplers, resamples, np.random.default_rng(objective.seed))
+    counts = _Counts(objective, slugs, plan)
+    chosen = choose_best({key: counts.values(key, inbag) for key in objective.keys}, walk_objective).best
+
+    rows = np.arange(resamples)
+    picked = {name: cms[rows, np.maximum(chosen, 0)] for name, cms in oob.items()}  # [R, C, C]
+    scores = counts.values(objective.metric, picked)
+    read = plan[objective.metric].sets  # the sets the objective's score reads
+    out_of_bag = sum(n_oob[name] for name in read)
+    scores[chosen < 0] = np.nan  # no finite in-bag value: no choice
+    for name in read:
+        scores[n_oob[name] == 0] = np.nan  # nothing left out (a handful of examples)
+    valid = ~np.isnan(scores)
+    if not valid.any():
+        raise EstimateUnavailable(
+            "no resample had both a checkpoint with a finite value in-bag and an out-of-bag example"
+        )
+    value = float(scores[valid].mean())
+    size = sum(resamplers[name].n for name in read)
+    deviations = (scores[valid] - value) * np.sqrt(out_of_bag[valid] / size)
+    tail = (1.0 - objective.confidence) / 2.0 * 100.0
+    low, high = np.percentile(deviations, [tail, 100.0 - tail]) + value
+    return BestEstimate(
+        value=value,
+        low=float(low),
+        high=float(high),
+        confidence=objective.confidence,
+        resamples=resamples,
+        seed=objective.seed,
+        optimism=float(reported_value) - value,
+    )
+
+
+# ---- keys ------------------------------------------------------------------------------------------
+
+
+def _key_plan(objective: Objective, set_names: list[str | None], slugs: list[str]) -> dict[str, _Key]:
+    """How each key the objective reads is computed from per-set counts; refuses keys that are not
+    count-based (see the module docstring)."""
+    count_keys = set(metric_keys(slugs, with_scores=False))
+    if objective.cost_matrix is not None:
+        count_keys.add("expected_cost")
+    plan: dict[str, _Key] = {}
+    for key in objective.keys:
+        named = [n for n in set_names if n is not None and key.startswith(f"{n}_") and key[len(n) + 1 :] in count_keys]
+        if set_names == [None]:
+            plan[key] = _Key(key, [None], combined=False)
+        elif named:  # <set>_<key>: that set alone
+            plan[key] = _Key(key[len(named[0]) + 1 :], named[:1], combined=False)
+        else:  # the unprefixed key combines the sets, as scoring does (even a single named set)
+            plan[key] = _Key(key, list(set_names), combined=True)
+        base = plan[key].base
+        if base in count_keys:
+            continue
+        if is_score_based(base):
+            raise EstimateUnavailable(
+                f"{key!r} is computed from scores; the selection-corrected estimate resamples confusion "
+                f"counts, and a score-based key would be recomputed from every row for every checkpoint in "
+                f"every resample (resamples x checkpoints x N log N: about an hour for 1,000 x 50 x 100,000). "
+                f"Use count-based keys in the objective's metric, constraints and tie-breakers."
+            )
+        raise EstimateUnavailable(
+            f"{key!r} is not a count-based key trainer_ext computes (a custom metric, or a class not in "
+            f"{slugs}); the selection-corrected estimate recomputes every key of the objective from "
+            f"resampled confusion counts"
+        )
+    return plan
+
+
+@dataclass(frozen=True)
+class _Key:
+    """A key as computed from counts: its count-based ``base`` key on ``sets``, combined across them
+    (``combined``) or read from the one set."""
+
+    base: str
+    sets: list[str | None]
+    combined: bool
+
+
+class _Counts:
+    """Values of the objective's keys from per-set confusion counts ``[..., C, C]``."""
+
+    def __init__(self, objective: Objective, slugs: list[str], plan: Mapping[str, _Key]) -> None:
+        self.objective, self.slugs, self.plan = objective, slugs, plan
+        self.cost = None if objective.cost_matrix is None else np.asarray(objective.cost_matrix, dtype=np.float64)
+        self.prior = None if objective.class_prior is None else np.asarray(objective.class_prior, dtype=np.float64)
+
+    def _one(self, cms: np.ndarray, base: str) -> np.ndarray:
+        c = len(self.slugs)
+        flat = batched_count_metric(cms.reshape(-1, c, c), base, self.slugs, cost_matrix=self.cost, class_prior=self.prior)
+        return np.asarray(flat, dtype=np.float64).reshape(cms.shape[:-2])
+
+    def values(self, key: str, cms_by_set: Mapping[str | None, np.ndarray]) -> np.ndarray:
+        plan = self.plan[key]
+        if not plan.combined:
+            return self._one(cms_by_set[plan.sets[0]], plan.base)
+        per_set = [self._one(cms_by_set[n], plan.base) for n in plan.sets]
+        return _combine_sets(per_set, plan.sets, plan.base, self.objective)
+
+
+def _combine_sets(values: list[np.ndarray], names: list[str | None], key: str, objective: Objective) -> np.ndarray:
+    """The unprefixed key over several sets, as :mod:`trainer_ext.scoring` combines a checkpoint's sets
+    (``tests/unit/test_estimate.py`` checks the two agree): ``support_<c>`` adds up; ``"worst"`` is the
+    lowest value of a higher-is-better key (the highest of a lower-is-better one); ``"mean"`` is weighted
+    by ``set_weights`` (a set it does not name weighs 0; equal weights without it)."""
+    stacked = np.stack(values)
+    if key.startswith("support_"):
+        return stacked.sum(axis=0)
+    if objective.across_sets == "worst":
+        return stacked.min(axis=0) if known_direction(key) is not False else stacked.max(axis=0)
+    by_set = dict(objective.set_weights or ())
+    weights = np.array([by_set.get(str(n), 1.0 if not by_set else 0.0) for n in names], dtype=np.float64)
+    return np.tensordot(weights, stacked, axes=1) / weights.sum()
+
+
+def _class_ids(values: np.ndarray, name: str, num_classes: int) -> np.ndarray:
+    array = np.asarray(values)
+    if array.ndim != 1 or array.dtype.kind not in "iu":
+        raise ValueError(f"{name}: expected a 1-D array of integer class ids; got shape {array.shape}, dtype {array.dtype}")
+    if array.size and (array.min() < 0 or array.max() >= num_classes):
+        raise ValueError(f"{name}: class ids must lie in [0, {num_classes}); got values from {array.min()} to {array.max()}")
+    return array.astype(np.int64, copy=False)
+
+
+# ---- resampling --------------------------------------------------------------------------------------
+
+
+class _Resampler:
+    """One held-out set, its examples grouped by joint pattern (label, prediction of every checkpoint)
+    with the patterns sorted by label, so that the counts of a resample are one product per class.
+
+    ``rank[n]``: position of example n in the grouped order; ``starts``: first position of each
+    pattern (None when every example is its own row); ``blocks[i]``: the rows of class i;
+    ``onehot[i]``: ``[rows of class i, K * (C - 1) + 1]``, 1 where checkpoint k predicts class j < C - 1
+    (column ``k * (C - 1) + j``), and a last column of ones (the support); the count of class C - 1 is
+    the support minus the others.
+    """
+
+    def __init__(self, labels: np.ndarray, predictions: np.ndarray, num_classes: int) -> None:
+        self.n = labels.size
+        self.num_checkpoints = predictions.shape[0]
+        self.num_classes = num_classes
+        self.index_dtype = np.int32 if self.n < 2**31 else np.int64
+        self.dtype = np.float32 if self.n < _FLOAT32_EXACT_BELOW else np.float64
+        pattern, first = _patterns(labels, predictions)
+        grouped = first.size <= _GROUP_WHEN_PATTERNS_BELOW * self.n
+        if grouped:
+            by_label = np.argsort(labels[first], kind="stable")  # patterns in label order
+            new_id = np.empty_like(by_label)
+            new_id[by_label] = np.arange(by_label.size)
+            pattern, first = new_id[pattern], first[by_label]
+            rows_label, rows_predictions = labels[first], predictions[:, first]
+        else:
+            pattern = labels  # every example is its own row, rows in label order
+        order = np.argsort(pattern, kind="stable")
+        self.rank = np.empty(self.n, dtype=self.index_dtype)
+        self.rank[order] = np.arange(self.n, dtype=self.index_dtype)
+        if grouped:
+            sizes = np.bincount(pattern, minlength=first.size)
+            self.starts = np.concatenate(([0], np.cumsum(sizes)[:-1]))
+        else:
+            self.starts = None
+            rows_label, rows_predictions = labels[order], predictions[:, order]
+        self.rows = rows_label.size
+        edges = np.searchsorted(rows_label, np.arange(num_classes + 1))
+        self.blocks = [(int(edges[i]), int(edges[i + 1])) for i in range(num_classes)]
+        self.onehot = [
+            np.concatenate(
+                (
+                    (rows_predictions[:, lo:hi].T[:, :, None] == np.arange(num_classes - 1)).reshape(hi - lo, -1),
+                    np.ones((hi - lo, 1), dtype=bool),
+                ),
+                axis=1,
+            ).astype(self.dtype)
+            for lo, hi in self.blocks
+        ]
+
+    def draw(self, rng: np.random.Generator, inbag: np.ndarray, out_of_bag: np.ndarray) -> None:
+        """One resample: its in-bag count and out-of-bag count of every row, written into the two rows."""
+        index = rng.integers(0, self.n, size=self.n, dtype=self.index_dtype)
+        drawn = np.bincount(np.take(self.rank, index), minlength=self.n)
+        if self.starts is None:
+            inbag[:] = drawn
+            out_of_bag[:] = drawn == 0
+        else:
+            inbag[:] = np.add.reduceat(drawn, self.starts)
+            out_of_bag[:] = np.add.reduceat((drawn == 0).view(np.uint8), self.starts, dtype=np.int64)
+
+    def confusion(self, weights: np.ndarray) -> np.ndarray:
+        """Confusion counts ``[R, K, C, C]`` of every checkpoint for rows of example weights ``[R, rows]``."""
+        c, k = self.num_classes, self.num_checkpoints
+        cms = np.zeros((weights.shape[0], k, c, c), dtype=np.float64)
+        for i, (lo, hi) in enumerate(self.blocks):
+            if hi == lo:
+                continue
+            product = (weights[:, lo:hi] @ self.onehot[i]).astype(np.float64)
+            counts = product[:, :-1].reshape(weights.shape[0], k, c - 1)
+            cms[:, :, i, : c - 1] = counts
+            cms[:, :, i, c - 1] = product[:, -1:] - counts.sum(axis=2)
+        return cms
+
+
+def _patterns(labels: np.ndarray, predictions: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Each example's pattern id and each pattern's first example, for the columns (label, prediction
+    of every checkpoint). A 64-bit polynomial hash groups them; the grouping is then checked column by
+    column and, on a collision, redone exactly with ``np.unique(axis=0)``."""
+    columns = [labels] + list(predictions)
+    digest = np.zeros(labels.size, dtype=np.uint64)
+    for column in columns:
+        digest = digest * np.uint64(0x9E3779B97F4A7C15) + column.astype(np.uint64) + np.uint64(1)
+    _, first, pattern = np.unique(digest, return_index=True, return_inverse=True)
+    pattern = pattern.reshape(-1)
+    representative = first[pattern]
+    if all(np.array_equal(column, column[representative]) for column in columns):
+        return pattern, first
+    _, first, pattern = np.unique(np.stack(columns, axis=1), axis=0, return_index=True, return_inverse=True)
+    return pattern.reshape(-1), first
+
+
+def _resample_counts(
+    resamplers: Mapping[str | None, _Resampler], resamples: int, rng: np.random.Generator
+) -> tuple[dict, dict, dict]:
+    """In-bag and out-of-bag confusion counts ``[R, K, C, C]`` per set, and out-of-bag sizes ``[R]``."""
+    widest = max(r.rows for r in resamplers.values())
+    chunk = max(1, min(resamples, _CHUNK_CELLS // (2 * widest)))
+    inbag = {name: np.empty((resamples, r.num_checkpoints, r.num_classes, r.num_classes)) for name, r in resamplers.items()}
+    oob = {name: np.empty_like(cms) for name, cms in inbag.items()}
+    n_oob = {name: np.empty(resamples) for name in resamplers}
+    buffers = {name: np.empty((2 * chunk, r.rows), dtype=r.dtype) for name, r in resamplers.items()}
+    for start in range(0, resamples, chunk):
+        size = min(chunk, resamples - start)
+        for b in range(size):  # resample by resample, set by set: the stream does not depend on the chunk
+            for name, resampler in resamplers.items():
+                resampler.draw(rng, buffers[name][b], buffers[name][chunk + b])
+        for name, resampler in resamplers.items():
+            weights = buffers[name]
+            if size < chunk:  # the last chunk: its rows, in-bag then out-of-bag, together
+                weights = np.concatenate((weights[:size], weights[chunk : chunk + size]))
+            both = resampler.confusion(weights)
+            inbag[name][start : start + size] = both[:size]
+            oob[name][start : start + size] = both[size:]
+            n_oob[name][start : start + size] = both[size:, 0].sum(axis=(1, 2))
+    return inbag, oob, n_oob
