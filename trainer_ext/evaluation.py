@@ -1,4 +1,4 @@
-"""Run the in-memory model over this process's share of the held-out set; scores out.
+"""Run the in-memory model over this process's share of the held-out set; the task's rows out.
 
 The plan is the same on every rank and does not depend on the number of processes:
 
@@ -12,7 +12,13 @@ The plan is the same on every rank and does not depend on the number of processe
    ZeRO-3 need that).
 
 Because a batch's content never depends on the world size, every example gets bit-for-bit the same
-logits on 1 or N processes. Only probabilities (float32, N x classes) or predicted ids leave the model.
+logits on 1 or N processes. What leaves the model is the task's rows (:meth:`trainer_ext.tasks.Task.rows`:
+for a single-label task, probabilities float32 N x classes, or predicted ids).
+
+Held-out sets are taken as the Trainer takes its ``eval_dataset``: columns the model's ``forward`` does
+not accept (strings, ids, ...) are dropped before the collator sees them, as the Trainer's
+``remove_unused_columns`` does (forward's parameters, plus ``label``, ``label_ids``, ``labels``), and
+:attr:`HeldOutSet.columns` says which columns were used.
 """
 
 from __future__ import annotations
@@ -21,10 +27,9 @@ import contextlib
 import hashlib
 import inspect
 import logging
-import math
 import time
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
@@ -32,24 +37,42 @@ import torch
 
 from . import distributed
 from .errors import ConfigurationError
+from .tasks import SingleLabel, Task
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["HeldOutSet", "prepare_held_out", "plan_batches", "assign_batches", "EvalOutput", "evaluate_model"]
+__all__ = [
+    "EvalOutput",
+    "HeldOutSet",
+    "assign_batches",
+    "check_dataset_shape",
+    "default_collator",
+    "evaluate_model",
+    "model_input_names",
+    "plan_batches",
+    "prepare_held_out",
+    "probe_model",
+]
 
 LABEL_COLUMNS = ("labels", "label")
+# The Trainer keeps these besides forward's parameters (its _set_signature_columns_if_needed).
+_TRAINER_LABEL_COLUMNS = ("label", "label_ids", "labels")
+# Without a model signature to go by: the columns that are never model inputs.
 _DROP = {"labels", "label", "label_ids", "text", "idx", "id"}
+_FEATURE_COLUMNS = ("input_ids", "inputs_embeds")
 
 
 @dataclass
 class HeldOutSet:
-    """Model-ready held-out examples: unpadded features, integer labels, token lengths, fingerprint."""
+    """Model-ready held-out examples: unpadded features, the task's labels, token lengths, fingerprint,
+    and ``columns``: the dataset columns used (model inputs or the text column, then the label column)."""
 
     name: str
     features: list[dict[str, Any]]
     labels: np.ndarray
     lengths: np.ndarray
     fingerprint: str
+    columns: list[str] = field(default_factory=list)
 
     def __len__(self) -> int:
         return len(self.labels)
@@ -71,8 +94,9 @@ def _rows(dataset: Any) -> list[Mapping[str, Any]]:
     return [dataset[i] for i in range(len(dataset))]
 
 
-def check_dataset_shape(dataset: Any, *, argument: str) -> None:
-    """Cheap checks at construction: has a length, is not empty, has labels."""
+def check_dataset_shape(dataset: Any, *, argument: str, label_column: str | None = None) -> None:
+    """Cheap checks at construction: has a length, is not empty, has labels (in ``label_column`` when
+    given, else in ``labels`` or ``label``)."""
     try:
         size = len(dataset)
     except TypeError:
@@ -90,63 +114,111 @@ def check_dataset_shape(dataset: Any, *, argument: str) -> None:
                 f"got {type(first).__name__}."
             )
         names = list(first)
-    if not any(c in names for c in LABEL_COLUMNS):
+    if label_column is not None and label_column not in names:
+        raise ConfigurationError(
+            f"label_column: {label_column!r} is not a column of {argument} (columns: {names}). "
+            f"Pass label_column='<the column with the gold labels>', or None for 'labels' / 'label'."
+        )
+    if label_column is None and not any(c in names for c in LABEL_COLUMNS):
         raise ConfigurationError(
             f"{argument}: the held-out set has no 'labels' or 'label' column (columns: {names}). "
             f"Add the gold class ids as 'labels'."
         )
 
 
+def model_input_names(model: Any) -> set[str] | None:
+    """The parameters of ``model.forward`` (of the base model under PEFT), or None when they cannot be
+    known (no signature, or ``**kwargs``: then every input is passed)."""
+    inner = model.get_base_model() if callable(getattr(model, "get_base_model", None)) else model
+    forward = getattr(inner, "forward", None)
+    if forward is None:
+        return None
+    try:
+        params = inspect.signature(forward).parameters
+    except (TypeError, ValueError):
+        return None
+    if any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values()):
+        return None
+    return set(params)
+
+
 def prepare_held_out(
     dataset: Any,
     *,
     name: str,
-    label_names: Sequence[str],
+    task: Task | None = None,
     tokenizer: Any = None,
     text_column: str = "text",
+    label_column: str | None = None,
+    model: Any = None,
     argument: str = "eval_dataset",
+    label_names: Sequence[str] | None = None,
 ) -> HeldOutSet:
     """Turn a held-out set into :class:`HeldOutSet`.
 
     Accepts model-ready features (``input_ids`` ...) or raw text in ``text_column``, which is then
     tokenized with ``tokenizer`` (the Trainer's ``processing_class``): truncation at the tokenizer's
     ``model_max_length`` (512 when it has none), no padding (batches are padded per batch). Labels come
-    from ``labels`` or ``label``: class ids, or class names from ``label_names``.
+    from ``label_column`` (default: ``labels`` or ``label``) and are read by ``task``
+    (:meth:`~trainer_ext.tasks.Task.read_labels`: class ids or names for a single-label task).
+
+    With ``model``, feature columns its ``forward`` does not accept are dropped, as the Trainer's
+    ``remove_unused_columns`` drops them; without, the columns ``text``, ``idx``, ``id`` and the label
+    columns are. ``label_names`` (instead of ``task``): the first version's call, a single-label task.
     """
-    check_dataset_shape(dataset, argument=argument)
+    task = task if task is not None else SingleLabel(list(label_names or ()))
+    check_dataset_shape(dataset, argument=argument, label_column=label_column)
     rows = _rows(dataset)
-    label_column = next(c for c in LABEL_COLUMNS if c in rows[0])
-    raw_labels = [row[label_column] for row in rows]
-    labels = _label_ids(raw_labels, label_names, argument=argument)
-
-    has_features = "input_ids" in rows[0] or "inputs_embeds" in rows[0]
-    if not has_features:
-        if text_column not in rows[0]:
-            raise ConfigurationError(
-                f"{argument}: examples have neither 'input_ids' nor a '{text_column}' column to tokenize "
-                f"(columns: {sorted(rows[0])})."
-            )
-        if tokenizer is None or not callable(tokenizer):
-            raise ConfigurationError(
-                f"{argument}: the held-out set is raw text ('{text_column}'), but no tokenizer is available. "
-                f"Pass processing_class=tokenizer to the Trainer, or tokenize the set yourself."
-            )
-        max_length = getattr(tokenizer, "model_max_length", None)
-        if not isinstance(max_length, int) or max_length > 100_000:
-            max_length = 512
-        encoded = tokenizer([str(row[text_column]) for row in rows], truncation=True, max_length=max_length)
-        keys = [k for k in encoded.keys()]
-        features = [{k: encoded[k][i] for k in keys} for i in range(len(rows))]
+    label_column = label_column or next(c for c in LABEL_COLUMNS if c in rows[0])
+    labels = task.read_labels([row[label_column] for row in rows], argument=argument)
+    if any(c in rows[0] for c in _FEATURE_COLUMNS):
+        features, columns = _model_features(rows, label_column, model)
     else:
-        features = [{k: v for k, v in row.items() if k not in _DROP} for row in rows]
-
+        features = _tokenize(rows, tokenizer, text_column, argument)
+        columns = [text_column]
     lengths = np.array([_length(f) for f in features], dtype=np.int64)
     digest = hashlib.sha256()
-    digest.update(labels.tobytes())
+    digest.update(task.label_bytes(labels))
     for f in features:
         digest.update(np.asarray(f.get("input_ids", lengths[:0]), dtype=np.int64).tobytes())
         digest.update(b"|")
-    return HeldOutSet(name=name, features=features, labels=labels, lengths=lengths, fingerprint=digest.hexdigest()[:16])
+    return HeldOutSet(
+        name=name, features=features, labels=labels, lengths=lengths, fingerprint=digest.hexdigest()[:16],
+        columns=[*columns, label_column],
+    )
+
+
+def _model_features(rows: list[Mapping[str, Any]], label_column: str, model: Any) -> tuple[list[dict[str, Any]], list[str]]:
+    """Each example's model inputs, and which columns they are (in the dataset's order)."""
+    accepted = model_input_names(model) if model is not None else None
+    if accepted is None:
+        keep = [k for k in rows[0] if k not in _DROP and k != label_column]
+    else:
+        keep = [k for k in rows[0] if k in accepted and k not in _TRAINER_LABEL_COLUMNS and k != label_column]
+    dropped = [k for k in rows[0] if k not in keep and k != label_column]
+    if dropped:
+        logger.info("Held-out columns not passed to the model: %s", ", ".join(dropped))
+    return [{k: row[k] for k in keep} for row in rows], keep
+
+
+def _tokenize(rows: list[Mapping[str, Any]], tokenizer: Any, text_column: str, argument: str) -> list[dict[str, Any]]:
+    if text_column not in rows[0]:
+        raise ConfigurationError(
+            f"{argument}: examples have neither 'input_ids' nor a '{text_column}' column to tokenize "
+            f"(columns: {sorted(rows[0])}). Pass text_column='<the column with the raw text>' "
+            f"(text_column={text_column!r} now), or tokenize the set."
+        )
+    if tokenizer is None or not callable(tokenizer):
+        raise ConfigurationError(
+            f"{argument}: the held-out set is raw text ('{text_column}'), but no tokenizer is available. "
+            f"Pass processing_class=tokenizer to the Trainer, or tokenize the set yourself."
+        )
+    max_length = getattr(tokenizer, "model_max_length", None)
+    if not isinstance(max_length, int) or max_length > 100_000:
+        max_length = 512
+    encoded = tokenizer([str(row[text_column]) for row in rows], truncation=True, max_length=max_length)
+    keys = list(encoded.keys())
+    return [{k: encoded[k][i] for k in keys} for i in range(len(rows))]
 
 
 def _length(feature: Mapping[str, Any]) -> int:
@@ -154,37 +226,6 @@ def _length(feature: Mapping[str, Any]) -> int:
     if ids is None:
         return 1
     return max(1, len(ids))
-
-
-def _label_ids(raw: Sequence[Any], label_names: Sequence[str], *, argument: str) -> np.ndarray:
-    from .metrics import slugify
-
-    by_name = {str(n): i for i, n in enumerate(label_names)}
-    by_slug = {slugify(str(n)): i for i, n in enumerate(label_names)}
-    out = np.empty(len(raw), dtype=np.int64)
-    bad: list[Any] = []
-    for i, value in enumerate(raw):
-        if isinstance(value, torch.Tensor):
-            value = value.item()
-        if isinstance(value, (bool, np.bool_)) or value is None:
-            bad.append(value)
-            continue
-        if isinstance(value, (int, np.integer)) or (isinstance(value, float) and float(value).is_integer()):
-            out[i] = int(value)
-        elif isinstance(value, str) and (value in by_name or slugify(value) in by_slug):
-            out[i] = by_name.get(value, by_slug.get(slugify(value), -1))
-        else:
-            bad.append(value)
-            continue
-        if not 0 <= out[i] < len(label_names):
-            bad.append(value)
-    if bad:
-        shown = sorted({repr(b) for b in bad})[:5]
-        raise ConfigurationError(
-            f"{argument}: {len(bad)} label(s) are outside the model's classes, e.g. {', '.join(shown)}. "
-            f"Allowed: class ids 0..{len(label_names) - 1} or names {list(label_names)}."
-        )
-    return out
 
 
 def plan_batches(lengths: np.ndarray, batch_size: int) -> list[np.ndarray]:
@@ -225,38 +266,10 @@ class EvalOutput:
 
     labels: np.ndarray
     predictions: np.ndarray
-    probabilities: np.ndarray | None  # float32 [N, C], None when the model gives no scores
+    probabilities: np.ndarray | None  # the task's scores (float32 [N, C]), None when the model gives none
     seconds: float
     processes: int
     precision: str
-
-
-def _forward_inputs(model: torch.nn.Module) -> set[str] | None:
-    forward = getattr(model, "forward", None)
-    if forward is None:
-        return None
-    try:
-        params = inspect.signature(forward).parameters
-    except (TypeError, ValueError):
-        return None
-    if any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values()):
-        return None
-    return set(params)
-
-
-def _scores_of(output: Any) -> torch.Tensor:
-    if isinstance(output, torch.Tensor):
-        return output
-    if isinstance(output, Mapping) or hasattr(output, "logits"):
-        logits = output["logits"] if isinstance(output, Mapping) else output.logits
-        if logits is not None:
-            return logits
-    if isinstance(output, (tuple, list)) and output:
-        return output[0]
-    raise ConfigurationError(
-        f"model: its output ({type(output).__name__}) has no 'logits'; trainer_ext needs a sequence "
-        f"classifier returning logits [batch, classes] (or predicted class ids [batch])."
-    )
 
 
 @contextlib.contextmanager
@@ -290,102 +303,128 @@ def _model_device(model: torch.nn.Module) -> torch.device:
         return torch.device("cpu")
 
 
+def _model_inputs(batch: Mapping[str, Any], accepted: set[str] | None, device: torch.device) -> dict[str, Any]:
+    """The collated batch as the model takes it: on its device, without labels or what forward refuses."""
+    inputs = {
+        k: (v.to(device) if isinstance(v, torch.Tensor) else v)
+        for k, v in batch.items()
+        if k not in _DROP and (accepted is None or k in accepted)
+    }
+    if accepted is not None and "use_cache" in accepted:
+        inputs["use_cache"] = False  # decoder models would return a KV cache nobody reads
+    return inputs
+
+
+def default_collator(processing_class: Any) -> Callable[[list[dict[str, Any]]], Mapping[str, Any]]:
+    """Dynamic padding with the Trainer's ``processing_class`` (``DataCollatorWithPadding``) when it can
+    pad, else transformers' ``default_data_collator``."""
+    from transformers import DataCollatorWithPadding, default_data_collator
+
+    if processing_class is not None and hasattr(processing_class, "pad"):
+        return DataCollatorWithPadding(processing_class)
+    return default_data_collator
+
+
+def probe_model(model: torch.nn.Module, held_out: HeldOutSet, *, task: Task, collate: Callable) -> bool:
+    """One forward pass on the shortest example: does the model give scores (of the task's width)?
+
+    COLLECTIVE: every rank must call it. A wrong output shape is a ConfigurationError from the task; when
+    the pass fails on any rank, every rank raises (:func:`trainer_ext.distributed.raise_if_any`), rather
+    than the others going on to the first training step and waiting there for the rank that left.
+    """
+    failure, with_scores = None, True
+    try:
+        index = np.array([int(np.argmin(held_out.lengths))])
+        inputs = _model_inputs(collate([held_out.features[int(index[0])]]), model_input_names(model), _model_device(model))
+        with eval_mode(model):
+            _, scores = task.outputs(task.rows(np.zeros(1), task.forward(model, inputs), inputs), 1)
+        with_scores = scores is not None
+    except Exception as exc:  # noqa: BLE001 - re-raised by raise_if_any once every rank knows
+        failure = exc
+    distributed.raise_if_any(failure, "the model's first forward pass")
+    return with_scores
+
+
 def evaluate_model(
     model: torch.nn.Module,
     held_out: HeldOutSet,
     *,
+    task: Task | None = None,
     collate: Callable[[list[dict[str, Any]]], Mapping[str, Any]],
     batch_size: int,
-    num_classes: int,
     args: Any = None,
-    progress: Callable[[int, int], None] | None = None,
+    num_classes: int | None = None,
 ) -> EvalOutput:
     """Evaluate ``model`` on ``held_out`` using every process. COLLECTIVE: every rank must call it.
 
-    Each rank runs its batches (see the module docstring), then rows ``[index, prediction, p_0..p_C-1]``
-    are gathered once on every rank and put back in held-out order. Raises on every rank if any rank
-    failed, so no rank waits forever for one that died.
+    Each rank runs its batches (see the module docstring) through ``task`` (``forward``, then
+    ``rows``); the rows are gathered once on every rank, put back in held-out order and turned into
+    predictions and scores by the task. Raises on every rank if any rank failed, so no rank waits
+    forever for one that died. ``num_classes`` (instead of ``task``): the first version's call, a
+    single-label task.
     """
+    task = task if task is not None else SingleLabel([f"class_{i}" for i in range(int(num_classes or 0))])
     start = time.perf_counter()
-    world, me = distributed.world_size(), distributed.rank()
-    batches = plan_batches(held_out.lengths, batch_size)
-    shards = assign_batches(batches, held_out.lengths, world)
-    mine = list(shards[me])
-    forward_count = max(len(s) for s in shards)
-    # A rank with fewer batches repeats the cheapest batch and drops the result, so that every rank
-    # runs the same number of forward passes (FSDP / ZeRO-3 gather parameters inside forward).
-    spare = min(range(len(batches)), key=lambda b: (batch_cost(batches[b], held_out.lengths), b))
+    world = distributed.world_size()
     device = _model_device(model)
     autocast, precision = precision_context(args, device)
-    accepted = _forward_inputs(model)
-
     rows: list[np.ndarray] = []
     failure: BaseException | None = None
-    gives_ids = False
     try:
         with eval_mode(model), autocast:
-            for step in range(forward_count):
-                padding_pass = step >= len(mine)
-                index = batches[mine[step] if not padding_pass else spare]
-                features = [held_out.features[i] for i in index]
-                inputs = collate(features)
-                inputs = {
-                    k: (v.to(device) if isinstance(v, torch.Tensor) else v)
-                    for k, v in inputs.items()
-                    if k not in _DROP and (accepted is None or k in accepted)
-                }
-                if accepted is not None and "use_cache" in accepted:
-                    inputs["use_cache"] = False  # decoder models would return a KV cache nobody reads
-                scores = _scores_of(model(**inputs))
-                gives_ids = scores.dim() == 1 and not torch.is_floating_point(scores)
-                if padding_pass:
-                    continue
-                rows.append(_rows_from_scores(index, scores, num_classes))
-                if progress is not None:
-                    progress(step + 1, len(mine))
+            rows = _run_batches(model, held_out, task, collate, batch_size, device, world)
     except BaseException as exc:  # tell the other ranks before re-raising (even a ConfigurationError): none may hang
         failure = exc
+    distributed.raise_if_any(failure, "held-out evaluation")
 
-    if distributed.any_rank(failure is not None):
-        if failure is not None:
-            raise failure
-        raise RuntimeError("held-out evaluation failed on another process; see that process's error")
-
-    width = 2 + num_classes
-    local = np.concatenate(rows, axis=0) if rows else np.zeros((0, width), dtype=np.float64)
+    local = np.concatenate(rows, axis=0) if rows else np.zeros((0, 1 + task.row_width), dtype=np.float64)
     everything = distributed.gather_rows(local)
-    order = np.argsort(everything[:, 0], kind="stable")
-    everything = everything[order]
-    if everything.shape[0] != len(held_out) or not np.array_equal(everything[:, 0], np.arange(len(held_out))):
-        raise RuntimeError(
-            f"internal error: gathered {everything.shape[0]} rows for {len(held_out)} held-out examples"
-        )
-    predictions = everything[:, 1].astype(np.int64)
-    probabilities = everything[:, 2:].astype(np.float32)
+    everything = everything[np.argsort(everything[:, 0], kind="stable")]
+    predictions, scores = task.outputs(everything, len(held_out))
     return EvalOutput(
         labels=held_out.labels,
         predictions=predictions,
-        probabilities=None if gives_ids else probabilities,  # NaN scores stay NaN: the caller decides
+        probabilities=scores,  # NaN scores stay NaN: scoring decides
         seconds=time.perf_counter() - start,
         processes=world,
         precision=precision,
     )
 
 
+def _run_batches(
+    model: torch.nn.Module, held_out: HeldOutSet, task: Task, collate: Callable, batch_size: int, device: torch.device, world: int
+) -> list[np.ndarray]:
+    """This rank's forward passes; a rank with fewer batches repeats the cheapest batch and drops the
+    result, so that every rank runs the same number of passes (FSDP / ZeRO-3 gather parameters inside
+    forward)."""
+    batches = plan_batches(held_out.lengths, batch_size)
+    shards = assign_batches(batches, held_out.lengths, world)
+    mine = list(shards[distributed.rank()])
+    spare = min(range(len(batches)), key=lambda b: (batch_cost(batches[b], held_out.lengths), b))
+    accepted = model_input_names(model)
+    rows: list[np.ndarray] = []
+    for step in range(max(len(s) for s in shards)):
+        padding_pass = step >= len(mine)
+        index = batches[mine[step] if not padding_pass else spare]
+        inputs = _model_inputs(collate([held_out.features[i] for i in index]), accepted, device)
+        scores = task.forward(model, inputs)
+        if not padding_pass:
+            rows.append(task.rows(index, scores, inputs))
+    return rows
+
+
+# ---- the first version's private helpers (callers outside this module: use the public API above) ----
+
+
+def _forward_inputs(model: torch.nn.Module) -> set[str] | None:
+    return model_input_names(model)
+
+
+def _scores_of(output: Any) -> torch.Tensor:
+    return SingleLabel(["0", "1"]).forward(lambda: output, {})
+
+
 def _rows_from_scores(index: np.ndarray, scores: torch.Tensor, num_classes: int) -> np.ndarray:
-    scores = scores.detach()
-    out = np.empty((len(index), 2 + num_classes), dtype=np.float64)
-    out[:, 0] = index
-    if scores.dim() == 1 and not torch.is_floating_point(scores):  # predicted ids, no scores
-        out[:, 1] = scores.cpu().numpy()
-        out[:, 2:] = math.nan
-        return out
-    if scores.dim() != 2 or scores.shape[-1] != num_classes:
-        raise ConfigurationError(
-            f"model: logits have shape {tuple(scores.shape)}, expected [batch, {num_classes}] for the "
-            f"{num_classes} classes of the held-out labels. Check num_labels / id2label."
-        )
-    probabilities = torch.softmax(scores.float(), dim=-1)
-    out[:, 1] = probabilities.argmax(dim=-1).cpu().numpy()
-    out[:, 2:] = probabilities.cpu().numpy().astype(np.float32)
-    return out
+    """The first version's row layout ``[index, prediction, p_0..p_C-1]``."""
+    rows = SingleLabel([f"class_{i}" for i in range(num_classes)]).rows(index, scores)
+    return np.delete(rows, 2, axis=1)

@@ -144,6 +144,11 @@ class Task(ABC):
     # ---- 4. keys and metrics ---------------------------------------------------------------
 
     @abstractmethod
+    def sample_outputs(self) -> tuple[list[Any], list[Any]]:
+        """``(references, predictions)`` of two examples, for a dry run of an ``evaluate`` module
+        (to learn which keys it returns)."""
+
+    @abstractmethod
     def metric_keys(self, *, with_scores: bool = True, with_cost: bool = False) -> list[str]:
         """Every key, in canonical order; ``with_cost``: the objective has a cost matrix."""
         ...
@@ -328,6 +333,9 @@ class SingleLabel(Task):
         return predictions, rows[:, 3:].astype(np.float32) if gives_scores else None
 
     # ---- 4. keys and metrics ---------------------------------------------------------------
+
+    def sample_outputs(self) -> tuple[list[Any], list[Any]]:
+        return [0, 1], [0, 1]
 
     def metric_keys(self, *, with_scores: bool = True, with_cost: bool = False) -> list[str]:
         return metric_keys(self.slugs, with_scores=with_scores) + (["expected_cost"] if with_cost else [])
