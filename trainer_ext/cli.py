@@ -13,6 +13,14 @@ checkpoints, no records, a record newer than this library, an unreadable data fi
 2 when the command line asks for something that does not exist or does not parse (unknown metric key,
 a direction that contradicts a built-in key, a malformed constraint or cost matrix, a missing column).
 The reason is one line on stderr, without a traceback. Results go to stdout; notes and progress to stderr.
+When the reader of stdout leaves early (``trainer-ext rank ... --format json | head -1``), the command
+still does all of its work (files are written before anything is printed), drops the rest of its output
+and exits 0, without a traceback.
+
+No command drops a record without saying so: ``evaluate`` keeps the leaderboard entries of checkpoints
+rotated away that were measured on the same held-out set (same ``eval_set.fingerprint``), and moves the
+entries measured on another set to ``checkpoint_leaderboard.previous.json``; it prints what it kept and
+what it moved.
 """
 
 from __future__ import annotations
@@ -151,13 +159,12 @@ def _parser() -> argparse.ArgumentParser:
     parser = _Parser(prog=PROG, description="Rank, evaluate and report on the checkpoints of a Trainer output folder.")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND", parser_class=_Parser)
 
-    rank = sub.add_parser(
-        "rank",
+    rank = _subcommand(
+        sub, "rank", _command_rank,
         help="rank the checkpoints from their records, without running a model",
         description="Rank the checkpoints of OUTPUT_DIR from their checkpoint_metrics.json records (and the "
         "leaderboard entries of checkpoints rotated away), without running a model.",
     )
-    rank.add_argument("output_dir", metavar="OUTPUT_DIR", type=Path)
     _add_objective_options(rank, required=True)
     rank.add_argument("--format", choices=("table", "json", "markdown"), default="table", help="output format (default: table)")
     rank.add_argument(
@@ -165,16 +172,14 @@ def _parser() -> argparse.ArgumentParser:
         help="make the best checkpoint the Trainer's best: rewrite best_metric, best_global_step and "
         "best_model_checkpoint in every checkpoint's trainer_state.json, and the leaderboard files",
     )
-    rank.set_defaults(run=_command_rank)
 
-    evaluate = sub.add_parser(
-        "evaluate",
+    evaluate = _subcommand(
+        sub, "evaluate", _command_evaluate,
         help="evaluate every checkpoint-* folder on a held-out file, write records and the leaderboard",
         description="Evaluate every checkpoint-* folder of OUTPUT_DIR (also of runs trained without trainer_ext) "
         "on a held-out file, write checkpoint_metrics.json and checkpoint_scores.npz next to each, then rank "
         "them and write the leaderboard. Runs on several processes under 'accelerate launch -m trainer_ext evaluate'.",
     )
-    evaluate.add_argument("output_dir", metavar="OUTPUT_DIR", type=Path)
     evaluate.add_argument("--data", metavar="FILE", type=Path, required=True, help="held-out set: .csv, .tsv or .jsonl")
     evaluate.add_argument("--text-column", default="text", help="column of the text (default: text)")
     evaluate.add_argument(
@@ -187,17 +192,22 @@ def _parser() -> argparse.ArgumentParser:
         help="rows per batch for the longest examples; shorter ones are packed under the same token budget (default: 8)",
     )
     evaluate.add_argument("--tokenizer", type=Path, help="tokenizer folder (default: the one saved in each checkpoint)")
-    evaluate.set_defaults(run=_command_evaluate)
 
-    report = sub.add_parser(
-        "report",
+    report = _subcommand(
+        sub, "report", _command_report,
         help="write report.md and figures (needs matplotlib: pip install 'trainer-ext[plot]')",
         description="Write report.md and PNG figures: per-class precision, recall and F1 across checkpoints, the "
         "confusion matrix and precision-recall curves of the chosen checkpoint.",
     )
-    report.add_argument("output_dir", metavar="OUTPUT_DIR", type=Path)
     report.add_argument("--out", type=Path, help="folder for report.md and the figures (default: OUTPUT_DIR/report)")
-    report.set_defaults(run=_command_report)
+    return parser
+
+
+def _subcommand(sub: Any, name: str, run: Any, *, help: str, description: str) -> argparse.ArgumentParser:
+    """A command reading OUTPUT_DIR, run by ``run(options)``."""
+    parser = sub.add_parser(name, help=help, description=description)
+    parser.add_argument("output_dir", metavar="OUTPUT_DIR", type=Path)
+    parser.set_defaults(run=run)
     return parser
 
 

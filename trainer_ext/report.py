@@ -113,12 +113,38 @@ def write_report(output_dir: str | os.PathLike, out_dir: str | os.PathLike | Non
     marks = _marks(output_dir, records)
     out.mkdir(parents=True, exist_ok=True)
 
-    sections: list[str] = []
+    draw = _Drawing(Figure, Canvas, out)
+    sections = _per_class_section(draw, ordered, marks)
+    if marks.chosen is not None:
+        sections += _confusion_section(draw, marks.chosen)
+        sections += _precision_recall_section(draw, marks.chosen, _scores(output_dir / marks.chosen.checkpoint))
+    if marks.payload is not None:
+        # The leaderboard's own table, without its title and objective line (said above).
+        sections += ["## Leaderboard", ""] + leaderboard_markdown(marks.payload, title=False).split("\n")
+
+    text = "\n".join(_summary(output_dir, ordered, marks) + [""] + sections).rstrip() + "\n"
+    path = out / REPORT_FILENAME
+    write_text_atomic(path, text)
+    return path
+
+
+@dataclass(frozen=True)
+class _Drawing:
+    """Where and how the figures are drawn: matplotlib's ``Figure`` and Agg canvas, the report folder."""
+
+    Figure: Any
+    Canvas: Any
+    out: Path
+
+    def save(self, figure: Any, name: str) -> None:
+        _save(self.Canvas, figure, self.out / name)
+
+
+def _per_class_section(draw: _Drawing, ordered: Sequence[CheckpointRecord], marks: _Marks) -> list[str]:
     names = list(ordered[-1].labels)
-    figure = _per_class_figure(Figure, ordered, names, marks)
-    _save(Canvas, figure, out / PER_CLASS_FIGURE)
+    draw.save(_per_class_figure(draw.Figure, ordered, names, marks), PER_CLASS_FIGURE)
     shown = "" if len(names) <= MAX_CLASSES_PLOTTED else f" (the first {MAX_CLASSES_PLOTTED} of {len(names)} classes)"
-    sections += [
+    return [
         "## Per-class precision, recall and F1 across checkpoints",
         "",
         f"![Per-class precision, recall and F1 by global step]({PER_CLASS_FIGURE})",
@@ -131,37 +157,28 @@ def write_report(output_dir: str | os.PathLike, out_dir: str | os.PathLike | Non
         "",
     ]
 
-    chosen = marks.chosen
-    if chosen is not None and chosen.confusion_matrix:
-        _save(Canvas, _confusion_figure(Figure, chosen), out / CONFUSION_FIGURE)
-        sections += [f"## Confusion matrix of {chosen.checkpoint}", "", f"![Confusion matrix]({CONFUSION_FIGURE})", ""]
-        sections += confusion_table(chosen.labels, chosen.confusion_matrix) + [""]
-    elif chosen is not None:
-        sections += [f"## Confusion matrix of {chosen.checkpoint}", "", _missing(chosen, "confusion matrix"), ""]
 
-    if chosen is not None:
-        sections.append(f"## Precision-recall curves of {chosen.checkpoint}")
-        sections.append("")
-        scores = _scores(output_dir / chosen.checkpoint)
-        if scores is not None and scores.get("probabilities") is not None:
-            _save(Canvas, _precision_recall_figure(Figure, chosen, scores), out / PRECISION_RECALL_FIGURE)
-            sections += [
-                f"![Precision-recall curves]({PRECISION_RECALL_FIGURE})",
-                "",
-                "One-vs-rest per class, from the saved per-example probabilities (checkpoint_scores.npz).",
-            ]
-        else:
-            sections.append(_missing(chosen, "saved per-example probabilities (checkpoint_scores.npz)"))
-        sections.append("")
+def _confusion_section(draw: _Drawing, chosen: CheckpointRecord) -> list[str]:
+    lines = [f"## Confusion matrix of {chosen.checkpoint}", ""]
+    if not chosen.confusion_matrix:
+        return lines + [_missing(chosen, "confusion matrix"), ""]
+    draw.save(_confusion_figure(draw.Figure, chosen), CONFUSION_FIGURE)
+    return lines + [f"![Confusion matrix]({CONFUSION_FIGURE})", ""] + confusion_table(chosen.labels, chosen.confusion_matrix) + [""]
 
-    if marks.payload is not None:
-        # The leaderboard's own table, without its title and objective line (said above).
-        sections += ["## Leaderboard", ""] + leaderboard_markdown(marks.payload, title=False).split("\n")
 
-    text = "\n".join(_summary(output_dir, ordered, marks) + [""] + sections).rstrip() + "\n"
-    path = out / REPORT_FILENAME
-    write_text_atomic(path, text)
-    return path
+def _precision_recall_section(
+    draw: _Drawing, chosen: CheckpointRecord, scores: Mapping[str, np.ndarray] | None
+) -> list[str]:
+    lines = [f"## Precision-recall curves of {chosen.checkpoint}", ""]
+    if scores is None or scores.get("probabilities") is None:
+        return lines + [_missing(chosen, "saved per-example probabilities (checkpoint_scores.npz)"), ""]
+    draw.save(_precision_recall_figure(draw.Figure, chosen, scores), PRECISION_RECALL_FIGURE)
+    return lines + [
+        f"![Precision-recall curves]({PRECISION_RECALL_FIGURE})",
+        "",
+        "One-vs-rest per class, from the saved per-example probabilities (checkpoint_scores.npz).",
+        "",
+    ]
 
 
 # ---- what is marked ---------------------------------------------------------------------------------
