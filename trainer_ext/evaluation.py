@@ -52,6 +52,7 @@ __all__ = [
     "plan_batches",
     "prepare_held_out",
     "probe_model",
+    "signature_columns",
 ]
 
 LABEL_COLUMNS = ("labels", "label")
@@ -126,20 +127,34 @@ def check_dataset_shape(dataset: Any, *, argument: str, label_column: str | None
         )
 
 
-def model_input_names(model: Any) -> set[str] | None:
-    """The parameters of ``model.forward`` (of the base model under PEFT), or None when they cannot be
-    known (no signature, or ``**kwargs``: then every input is passed)."""
+def _forward_parameters(model: Any) -> dict[str, inspect.Parameter] | None:
+    """The parameters of ``model.forward`` (of the base model under PEFT, as the Trainer inspects it),
+    or None when there is no signature to read."""
     inner = model.get_base_model() if callable(getattr(model, "get_base_model", None)) else model
     forward = getattr(inner, "forward", None)
     if forward is None:
         return None
     try:
-        params = inspect.signature(forward).parameters
+        return dict(inspect.signature(forward).parameters)
     except (TypeError, ValueError):
         return None
-    if any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values()):
+
+
+def model_input_names(model: Any) -> set[str] | None:
+    """What ``model.forward`` accepts, for the call: its parameters, or None (pass every input) when
+    they cannot be known or it takes ``**kwargs``."""
+    params = _forward_parameters(model)
+    if params is None or any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values()):
         return None
     return set(params)
+
+
+def signature_columns(model: Any) -> list[str] | None:
+    """The columns the Trainer's ``remove_unused_columns`` keeps for ``model``: forward's parameter
+    names (``**kwargs`` adds only its own name, as in the Trainer) plus ``label``, ``label_ids``,
+    ``labels``; None when forward has no signature."""
+    params = _forward_parameters(model)
+    return None if params is None else [*params, *_TRAINER_LABEL_COLUMNS]
 
 
 def prepare_held_out(
@@ -189,12 +204,17 @@ def prepare_held_out(
 
 
 def _model_features(rows: list[Mapping[str, Any]], label_column: str, model: Any) -> tuple[list[dict[str, Any]], list[str]]:
-    """Each example's model inputs, and which columns they are (in the dataset's order)."""
-    accepted = model_input_names(model) if model is not None else None
-    if accepted is None:
+    """Each example's model inputs, and which columns they are (in the dataset's order).
+
+    With a model: the columns the Trainer would keep (:func:`signature_columns`), labels apart. When
+    none would be left (a ``forward(**kwargs)`` wrapper, where the Trainer itself refuses the set) or
+    without a model: every column but ``text``, ``idx``, ``id`` and the label columns."""
+    accepted = signature_columns(model) if model is not None else None
+    keep = [] if accepted is None else [
+        k for k in rows[0] if k in accepted and k not in _TRAINER_LABEL_COLUMNS and k != label_column
+    ]
+    if not keep:
         keep = [k for k in rows[0] if k not in _DROP and k != label_column]
-    else:
-        keep = [k for k in rows[0] if k in accepted and k not in _TRAINER_LABEL_COLUMNS and k != label_column]
     dropped = [k for k in rows[0] if k not in keep and k != label_column]
     if dropped:
         logger.info("Held-out columns not passed to the model: %s", ", ".join(dropped))
