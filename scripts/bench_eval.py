@@ -43,6 +43,13 @@ Usage (from the repository root)::
     .venv/bin/python scripts/bench_eval.py --processes 2    # callback: 2 processes x 1 thread vs 1 x 2
     .venv/bin/python scripts/bench_eval.py --threads 1      # five methods, 1 thread: robust to other load
     .venv/bin/python scripts/bench_eval.py --quick          # small smoke run (~1 min)
+    python3 scripts/bench_eval.py --device cuda --hidden-size 1024 --num-layers 8   # on a GPU (gpu_check.sh)
+
+``--device cuda`` runs every method on the first GPU (fp32; the model is moved there after loading, the
+naive way's load time includes the move; the forward timer synchronises the device); ``--results-json``
+writes the ratios, targets and agreement as JSON (what ``scripts/gpu_check.sh`` reads); ``--tolerance``
+is the largest probability difference allowed between methods (default 1e-5; on a GPU, kernels chosen
+by batch shape differ in rounding, so gpu_check passes 1e-4).
 
 The default run took 160-180 s on an idle 2-core machine (Trainer.evaluate and the dataset-order loop are
 the slow methods; ``--threads 1`` about 5 minutes), and up to 10 minutes while other processes loaded it.
@@ -119,6 +126,7 @@ class BenchConfig:
     median_length: float
     length_sigma: float
     seed: int
+    device: str = "cpu"
 
 
 # ---- command line ------------------------------------------------------------------------------
@@ -144,6 +152,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                         help="comma-separated subset of the methods (1-process mode); callback is always run")
     parser.add_argument("--profile", action="store_true", help="also print a cProfile of one callback evaluation")
     parser.add_argument("--quick", action="store_true", help="small smoke run: 400 examples, hidden 64, 2 layers")
+    parser.add_argument("--device", choices=("cpu", "cuda"), default="cpu", help="where every method runs (1 process)")
+    parser.add_argument("--tolerance", type=float, default=PROBABILITY_TOLERANCE,
+                        help=f"largest probability difference between methods (default {PROBABILITY_TOLERANCE:g})")
+    parser.add_argument("--results-json", type=Path, default=None, help="also write ratios, targets and agreement here")
     parser.add_argument("--workdir", type=Path, default=None, help="where fixture and results go (default: a temp folder)")
     # internal: one method in a worker process
     parser.add_argument("--worker", default=None, help=argparse.SUPPRESS)
@@ -160,6 +172,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         _check(cli.hidden_size % 4 == 0, f"--hidden-size must be a multiple of 4 (4 heads); got {cli.hidden_size}.")
         _check(1 <= cli.naive_examples, f"--naive-examples must be >= 1; got {cli.naive_examples}.")
         _check(cli.processes >= 1, f"--processes must be >= 1; got {cli.processes}.")
+        _check(cli.device == "cpu" or cli.processes == 1, "--processes > 1 runs on the CPU only; drop --device cuda.")
         _check(cli.threads >= cli.processes,
                f"--threads ({cli.threads}) must be >= --processes ({cli.processes}): each process needs a thread.")
         unknown = set(cli.methods.split(",")) - set(METHOD_TITLES)
@@ -250,18 +263,28 @@ class ForwardTimer:
         self.seconds = 0.0
         self.calls = 0
         self._start = 0.0
+        self._synchronize = _synchronizer(model)
         model.register_forward_pre_hook(self._before)
         model.register_forward_hook(self._after)
 
     def _before(self, module, args) -> None:
+        self._synchronize()
         self._start = time.perf_counter()
 
     def _after(self, module, args, output) -> None:
+        self._synchronize()  # on a GPU, forward returns before its kernels finish
         self.seconds += time.perf_counter() - self._start
         self.calls += 1
 
     def reset(self) -> None:
         self.seconds, self.calls = 0.0, 0
+
+
+def _synchronizer(model):
+    import torch
+
+    device = next(model.parameters()).device
+    return (lambda: torch.cuda.synchronize(device)) if device.type == "cuda" else (lambda: None)
 
 
 class TimedCollate:
@@ -284,7 +307,7 @@ class TimedCollate:
 def _softmax(logits):
     import torch
 
-    return torch.softmax(logits.float(), dim=-1).numpy().astype(np.float32)  # as evaluate_model
+    return torch.softmax(logits.float(), dim=-1).cpu().numpy().astype(np.float32)  # as evaluate_model
 
 
 def _dataset(ids: list[list[int]], labels: np.ndarray):
@@ -298,13 +321,13 @@ def _dataset(ids: list[list[int]], labels: np.ndarray):
 class CallbackMethod:
     """``evaluate_model`` + ``compute_metrics``, as ``BestCheckpointCallback._evaluate_and_rank`` runs them."""
 
-    def __init__(self, checkpoint: Path, ids, labels, batch_size: int) -> None:
+    def __init__(self, checkpoint: Path, ids, labels, batch_size: int, device: str = "cpu") -> None:
         from transformers import AutoModelForSequenceClassification, AutoTokenizer, DataCollatorWithPadding
 
         from trainer_ext.evaluation import prepare_held_out
         from trainer_ext.metrics import class_slugs
 
-        self.model = AutoModelForSequenceClassification.from_pretrained(checkpoint)
+        self.model = AutoModelForSequenceClassification.from_pretrained(checkpoint).to(device)
         tokenizer = AutoTokenizer.from_pretrained(checkpoint)
         names = [self.model.config.id2label[i] for i in sorted(self.model.config.id2label)]
         self.slugs = class_slugs(names)
@@ -345,7 +368,7 @@ class CallbackMethod:
 class TrainerMethod:
     """``Trainer.evaluate`` with a ``compute_metrics`` that returns the callback's keys."""
 
-    def __init__(self, checkpoint: Path, ids, labels, batch_size: int, output_dir: Path) -> None:
+    def __init__(self, checkpoint: Path, ids, labels, batch_size: int, output_dir: Path, device: str = "cpu") -> None:
         from transformers import (
             AutoModelForSequenceClassification,
             AutoTokenizer,
@@ -373,7 +396,7 @@ class TrainerMethod:
         args = TrainingArguments(
             output_dir=str(output_dir),
             per_device_eval_batch_size=batch_size,
-            use_cpu=True,
+            use_cpu=device == "cpu",  # else the Trainer moves the model to the GPU
             report_to=[],
             disable_tqdm=True,
         )
@@ -402,10 +425,11 @@ class TrainerMethod:
 class LoopMethod:
     """A plain ``no_grad`` loop: batches of B rows, right-padded to the batch's longest row."""
 
-    def __init__(self, checkpoint: Path, ids, batch_size: int, *, length_sorted: bool) -> None:
+    def __init__(self, checkpoint: Path, ids, batch_size: int, *, length_sorted: bool, device: str = "cpu") -> None:
         from transformers import AutoModelForSequenceClassification
 
-        self.model = AutoModelForSequenceClassification.from_pretrained(checkpoint).eval()
+        self.device = device
+        self.model = AutoModelForSequenceClassification.from_pretrained(checkpoint).eval().to(device)
         self.pad_id = self.model.config.pad_token_id
         self.ids = ids
         self.batch_size = batch_size
@@ -430,6 +454,7 @@ class LoopMethod:
                 for row, i in enumerate(index):
                     input_ids[row, : lengths[i]] = torch.tensor(self.ids[i])
                     attention_mask[row, : lengths[i]] = 1
+                input_ids, attention_mask = input_ids.to(self.device), attention_mask.to(self.device)
                 self.collate_seconds += time.perf_counter() - start
                 logits = self.model(input_ids=input_ids, attention_mask=attention_mask).logits
                 probabilities[index] = _softmax(logits)
@@ -446,8 +471,9 @@ class LoopMethod:
 class NaiveMethod:
     """Reload the checkpoint from disk, then one ``no_grad`` forward per example (no padding)."""
 
-    def __init__(self, checkpoint: Path, ids, naive_examples: int) -> None:
+    def __init__(self, checkpoint: Path, ids, naive_examples: int, device: str = "cpu") -> None:
         self.checkpoint = checkpoint
+        self.device = device
         self.ids = ids[: min(naive_examples, len(ids))]
         self.load_seconds = 0.0
         self.forward_seconds = 0.0
@@ -458,12 +484,13 @@ class NaiveMethod:
 
         subset = self.ids[:8] if warmup else self.ids
         start = time.perf_counter()
-        model = AutoModelForSequenceClassification.from_pretrained(self.checkpoint).eval()
+        model = AutoModelForSequenceClassification.from_pretrained(self.checkpoint).eval().to(self.device)
+        _synchronizer(model)()
         loaded = time.perf_counter()
         probabilities = np.empty((len(subset), model.config.num_labels), dtype=np.float32)
         with torch.no_grad():
             for i, ids in enumerate(subset):
-                probabilities[i] = _softmax(model(input_ids=torch.tensor([ids])).logits)[0]
+                probabilities[i] = _softmax(model(input_ids=torch.tensor([ids], device=self.device)).logits)[0]
         self.load_seconds = loaded - start
         self.forward_seconds = time.perf_counter() - loaded
         return probabilities, probabilities.argmax(axis=1), np.arange(len(subset))
@@ -478,14 +505,15 @@ class NaiveMethod:
 def _make_method(name: str, workdir: Path, config: BenchConfig):
     checkpoint = workdir / "checkpoint"
     ids, labels = load_held_out(workdir)
+    device = config.device
     if name in ("callback", "callback-dist"):
-        return CallbackMethod(checkpoint, ids, labels, config.batch_size)
+        return CallbackMethod(checkpoint, ids, labels, config.batch_size, device)
     if name == "trainer":
-        return TrainerMethod(checkpoint, ids, labels, config.batch_size, workdir / "trainer_output")
+        return TrainerMethod(checkpoint, ids, labels, config.batch_size, workdir / "trainer_output", device)
     if name in ("loop", "sorted"):
-        return LoopMethod(checkpoint, ids, config.batch_size, length_sorted=name == "sorted")
+        return LoopMethod(checkpoint, ids, config.batch_size, length_sorted=name == "sorted", device=device)
     if name == "naive":
-        return NaiveMethod(checkpoint, ids, config.naive_examples)
+        return NaiveMethod(checkpoint, ids, config.naive_examples, device)
     raise SystemExit(f"bench_eval.py: unknown worker method {name!r}")
 
 
@@ -517,10 +545,16 @@ class WorkerSession:
         self.method.run(warmup=True)
 
     def timed_run(self) -> float:
+        import torch
+
         self.method.reset()
         self.distributed.barrier()
+        if self.config.device == "cuda":
+            torch.cuda.synchronize()
         cpu_start, start = _cpu_seconds(), time.perf_counter()
         self.result = self.method.run()
+        if self.config.device == "cuda":
+            torch.cuda.synchronize()
         seconds = time.perf_counter() - start
         self.times.append(seconds)
         self.cpu.append(_cpu_seconds() - cpu_start)
@@ -544,6 +578,7 @@ class WorkerSession:
             "cpu_seconds": self.cpu,
             "breakdowns": self.breakdowns,
             "prepare_seconds": getattr(self.method, "prepare_seconds", None),
+            "cuda_peak_mb": torch.cuda.max_memory_allocated() / 2**20 if self.config.device == "cuda" else None,
         }
         every_rank = self.distributed.all_gather_objects(facts)
         if self.distributed.is_main():
@@ -603,13 +638,14 @@ def _profile(method: CallbackMethod) -> list[str]:
 # ---- parent side: launch the workers, check, print ---------------------------------------------
 
 
-def _worker_env(threads: int, **extra: str) -> dict[str, str]:
+def _worker_env(threads: int, *, cuda: bool = False, **extra: str) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if k not in _LAUNCHER_VARIABLES}
     env.update(
         OMP_NUM_THREADS=str(threads), MKL_NUM_THREADS=str(threads), TOKENIZERS_PARALLELISM="false",
         HF_HUB_OFFLINE="1", TRANSFORMERS_OFFLINE="1", HF_DATASETS_OFFLINE="1", PYTHONUNBUFFERED="1",
-        CUDA_VISIBLE_DEVICES="",
     )
+    if not cuda:
+        env["CUDA_VISIBLE_DEVICES"] = ""
     env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(REPO), env.get("PYTHONPATH", "")]))
     env.update(extra)
     return env
@@ -670,7 +706,7 @@ class ServedWorker:
         self.log_path = cli.workdir / f"{method}.log"
         self._log = open(self.log_path, "w", encoding="utf-8")
         self.process = subprocess.Popen(
-            self.command, env=_worker_env(threads), stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+            self.command, env=_worker_env(threads, cuda=cli.device == "cuda"), stdin=subprocess.PIPE, stdout=subprocess.PIPE,
             stderr=self._log, text=True, bufsize=1,
         )
         self._reply("start")
@@ -792,7 +828,7 @@ def work_figures(lengths: np.ndarray, batch_size: int, processes: int = 1) -> di
     return figures
 
 
-def machine_facts() -> dict[str, str]:
+def machine_facts(device: str = "cpu") -> dict[str, str]:
     import torch
     import transformers
 
@@ -805,11 +841,15 @@ def machine_facts() -> dict[str, str]:
     except OSError:
         pass
     available = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
-    return {
+    facts = {
         "cpu": f"{cpu_model}; {os.cpu_count()} logical cores, {available} available to this process",
         "memory": f"{os.sysconf('SC_PAGE_SIZE') * os.sysconf('SC_PHYS_PAGES') / 2**30:.1f} GiB",
         "software": f"Python {platform.python_version()}, torch {torch.__version__}, transformers {transformers.__version__}",
     }
+    if device == "cuda":
+        properties = torch.cuda.get_device_properties(0)
+        facts["gpu"] = f"{properties.name}, {properties.total_memory / 2**30:.0f} GiB, CUDA {torch.version.cuda}"
+    return facts
 
 
 def _fmt_ratio(value: float) -> str:
@@ -840,7 +880,9 @@ def _print_method_details(row: Row, report: dict, figure: str) -> None:
     print(f"    best run: {'; '.join(parts)}")
     print(f"    work: {figure}")
     print(f"    threads: {threads}; CPU utilisation (cpu s / wall s) {min(util):.2f}..{max(util):.2f}")
-    print(f"    memory: peak RSS {row.peak_mb:.0f} MB, +{row.added_mb:.0f} MB over setup")
+    cuda_peak = ranks[0].get("cuda_peak_mb")
+    print(f"    memory: peak RSS {row.peak_mb:.0f} MB, +{row.added_mb:.0f} MB over setup"
+          + (f"; GPU peak allocated {cuda_peak:.0f} MB" if cuda_peak is not None else ""))
     if ranks[0].get("prepare_seconds") is not None:
         print(f"    (one-time prepare_held_out at on_train_begin: {ranks[0]['prepare_seconds']:.2f} s, not in the time)")
 
@@ -869,16 +911,16 @@ def main(argv: list[str] | None = None) -> None:
     config = BenchConfig(
         examples=cli.examples, hidden_size=cli.hidden_size, num_layers=cli.num_layers, vocab_size=cli.vocab_size,
         batch_size=cli.batch_size, repeats=cli.repeats, naive_examples=min(cli.naive_examples, cli.examples),
-        median_length=cli.median_length, length_sigma=cli.length_sigma, seed=cli.seed,
+        median_length=cli.median_length, length_sigma=cli.length_sigma, seed=cli.seed, device=cli.device,
     )
     (cli.workdir / "config.json").write_text(json.dumps(asdict(config), indent=2), encoding="utf-8")
 
     print(f"bench_eval: {command_line}")
-    facts = machine_facts()
+    facts = machine_facts(cli.device)
     for key, value in facts.items():
         print(f"  {key}: {value}")
     print(f"  load average before: {load_before[0]:.2f} (1 min), {load_before[1]:.2f} (5 min)")
-    if load_before[0] > 0.5:
+    if load_before[0] > 0.5 and cli.device == "cpu":
         print("  WARNING: other processes are using the CPU; times are slower and noisier than on an idle machine.")
 
     fixture = build_fixture(config, cli.workdir)
@@ -886,7 +928,7 @@ def main(argv: list[str] | None = None) -> None:
     print(
         f"  model: LlamaForSequenceClassification from config, hidden {config.hidden_size}, {config.num_layers} layers, "
         f"{fixture['heads']} heads, intermediate {fixture['intermediate']}, vocab {fixture['vocab']} "
-        f"(WordPiece trained here), {fixture['parameters'] / 1e6:.2f} M parameters, fp32"
+        f"(WordPiece trained here), {fixture['parameters'] / 1e6:.2f} M parameters, fp32, on {config.device}"
     )
     print(
         f"  held-out: {config.examples} examples, token lengths log-normal (median {config.median_length:g}, "
@@ -965,12 +1007,14 @@ def run_methods_mode(cli, config: BenchConfig, figures, facts, command_line, loa
             print(f"    {line}")
 
     print()
-    print(f"Agreement with the callback's predictions (tolerance {PROBABILITY_TOLERANCE:g} on probabilities):")
+    print(f"Agreement with the callback's predictions (tolerance {cli.tolerance:g} on probabilities):")
     all_agree = True
+    agreement: dict[str, dict] = {}
     for m in order[1:]:
         equal, n_diff, max_diff, margin = check_agreement(reports["callback"], reports[m])
-        ok = equal and max_diff <= PROBABILITY_TOLERANCE
+        ok = equal and max_diff <= cli.tolerance
         all_agree &= ok
+        agreement[m] = {"argmax_equal": equal, "differing": n_diff, "max_abs_dp": max_diff, "ok": ok}
         extra = "" if equal else f"; {n_diff} differ (smallest margin |p0 - p1| among them {margin:.2e})"
         print(f"  {m:8s} {len(reports[m]['index']):5d} examples: argmax {'equal' if equal else 'DIFFERENT'}, "
               f"max |dp| = {max_diff:.2e} -> {'OK' if ok else 'MISMATCH'}{extra}")
@@ -1012,8 +1056,29 @@ def run_methods_mode(cli, config: BenchConfig, figures, facts, command_line, loa
                   f"every method ran in its own process with OMP_NUM_THREADS=MKL_NUM_THREADS={cli.threads} and "
                   f"torch.set_num_threads({cli.threads}) (torch reported {reports['callback']['ranks'][0]['torch_threads']}; "
                   f"interop {reports['callback']['ranks'][0]['interop_threads']}).")
+    if cli.results_json is not None:
+        write_results_json(cli.results_json, config, facts, rows, agreement, all_agree, cli.tolerance)
     if not all_agree:
         raise SystemExit(1)
+
+
+def write_results_json(path: Path, config: BenchConfig, facts: dict, rows: dict, agreement: dict,
+                       all_agree: bool, tolerance: float) -> None:
+    """Seconds per method, the three ratios with their targets, and the agreement, for gpu_check."""
+    callback = rows["callback"].seconds
+    ratios = {}
+    if "trainer" in rows:
+        ratios["callback_vs_trainer"] = {"value": callback / rows["trainer"].seconds, "target": TARGET_VS_TRAINER, "at_most": True}
+    if "sorted" in rows:
+        ratios["callback_vs_sorted"] = {"value": callback / rows["sorted"].seconds, "target": TARGET_VS_SORTED, "at_most": True}
+    if "naive" in rows:
+        ratios["naive_vs_callback"] = {"value": rows["naive"].seconds / callback, "target": TARGET_NAIVE_SPEEDUP, "at_most": False}
+    payload = {
+        "config": asdict(config), "machine": facts, "tolerance": tolerance,
+        "seconds": {key: {"best": row.seconds, "spread": row.spread, "note": row.note} for key, row in rows.items()},
+        "ratios": ratios, "agreement": agreement, "all_agree": all_agree,
+    }
+    path.write_text(json.dumps(payload, indent=2), encoding="utf-8")
 
 
 def run_processes_mode(cli, config: BenchConfig, figures, facts, command_line, load_before, wall_start) -> None:
@@ -1043,7 +1108,7 @@ def run_processes_mode(cli, config: BenchConfig, figures, facts, command_line, l
         print(f"    rank {r['rank']}: best {min(r['times']):.2f} s, forward {b['forward_s']:.2f} s in {b['forward_calls']} calls, "
               f"collate {b['collate_s']:.2f} s, peak RSS {r['peak_rss_mb']:.0f} MB")
     equal, n_diff, max_diff, margin = check_agreement(single, multi)
-    ok = equal and max_diff <= PROBABILITY_TOLERANCE and len(multi["index"]) == config.examples
+    ok = equal and max_diff <= cli.tolerance and len(multi["index"]) == config.examples
     print()
     print(f"Agreement of {processes} processes with 1 process: argmax {'equal' if equal else f'DIFFERENT ({n_diff})'}, "
           f"max |dp| = {max_diff:.2e} -> {'OK' if ok else 'MISMATCH'}")
