@@ -30,7 +30,7 @@ import numpy as np
 
 from .errors import ConfigurationError, TrainerExtWarning
 from .objectives import Objective, is_score_based, known_direction
-from .tasks import SingleLabel, Task
+from .tasks import Task, as_task
 from .thresholds import tune_threshold
 from .uncertainty import Interval, bootstrap_interval, row_bootstrap
 
@@ -110,10 +110,6 @@ def _unprefixed(key: str, set_name: str | None) -> str:
     if set_name and key.startswith(f"{set_name}_"):
         return key[len(set_name) + 1 :]
     return key
-
-
-def _as_task(task: Task | Sequence[str]) -> Task:
-    return task if isinstance(task, Task) else SingleLabel(list(task))
 
 
 def available_keys(
@@ -224,7 +220,7 @@ def score_checkpoint(
     :func:`available_keys`) is NaN, ``notes`` says so, ``nan_examples`` counts them, and a
     :class:`~trainer_ext.errors.TrainerExtWarning` names ``checkpoint``.
     """
-    task = _as_task(task)
+    task = as_task(task)
     broken = sum(task.broken_examples(r.probabilities) for r in results.values())
     if broken:
         return _nan_scores(results, task, broken, checkpoint, keys or available_keys(task, objective, list(results), custom=custom, modules=modules))
@@ -294,7 +290,7 @@ def _interval(
         return None, ["no interval: the objective combines several held-out sets"]
     if is_score_based(key):
         result = results[target]
-        return row_bootstrap(result.labels, result.probabilities, key, task, **settings), []
+        return row_bootstrap(result.labels, result.probabilities, key, task, objective), []
     if key in task.count_keys(with_cost=objective.cost_matrix is not None):
         costs = {"cost_matrix": objective.cost_matrix, "class_prior": objective.class_prior}
         return bootstrap_interval(stats[target], key, task, **settings, **costs), []

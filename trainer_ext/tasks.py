@@ -79,7 +79,7 @@ from .metrics import (
     slugify,
 )
 
-__all__ = ["TASK_NAMES", "SingleLabel", "Task", "label_names_of", "task_for_model", "task_from_record"]
+__all__ = ["TASK_NAMES", "SingleLabel", "Task", "as_task", "label_names_of", "task_for_model", "task_from_record"]
 
 TASK_NAMES = ("single_label",)
 THRESHOLD_CLASS_ID = 1  # a binary model's threshold is on the probability of class id 1
@@ -529,6 +529,11 @@ def task_for_model(model: Any, *, label_names: Sequence[str] | None = None, task
             stacklevel=3,
         )
     return SingleLabel(names)
+
+
+def as_task(task: Task | Sequence[str]) -> Task:
+    """``task`` itself, or the single-label task of these class slugs (the first version's calls)."""
+    return task if isinstance(task, Task) else SingleLabel(list(task))
 
 
 def task_from_record(name: str | None, label_names: Sequence[str]) -> Task:

@@ -21,7 +21,7 @@ from typing import Any
 import numpy as np
 
 from .objectives import Objective, known_direction, total_violation
-from .tasks import SingleLabel, Task
+from .tasks import SingleLabel, Task, as_task
 
 __all__ = ["ThresholdChoice", "tune_threshold", "apply_threshold", "predict_with_threshold", "CONFIG_KEY"]
 
@@ -49,7 +49,7 @@ def tune_threshold(
     :meth:`~trainer_ext.tasks.Task.threshold_cuts` takes them (for a binary task, the probability of
     class id 1 ``[N]``, or the probabilities ``[N, 2]``).
     """
-    task = slugs if isinstance(slugs, Task) else SingleLabel(list(slugs))
+    task = as_task(slugs)
     cms, thresholds = task.threshold_cuts(labels, scores)
     costs = {"cost_matrix": objective.cost_matrix, "class_prior": objective.class_prior}
     keys = [objective.metric, *(c.metric for c in objective.constraints), *objective.tie_breakers]

@@ -20,11 +20,12 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
+from typing import Any
 
 import numpy as np
 
 from .metrics import batched_count_metric, expected_cost  # noqa: F401 - their home was here; kept importable
-from .tasks import SingleLabel, Task
+from .tasks import Task, as_task
 
 __all__ = [
     "Interval",
@@ -83,10 +84,6 @@ def percentile_interval(values: np.ndarray, confidence: float) -> tuple[float, f
     return float(low), float(high)
 
 
-def _as_task(task: Task | Sequence[str]) -> Task:
-    return task if isinstance(task, Task) else SingleLabel(list(task))
-
-
 def bootstrap_interval(
     cm: np.ndarray,
     key: str,
@@ -100,7 +97,7 @@ def bootstrap_interval(
 ) -> Interval:
     """Percentile interval of a count-based ``key`` by resampling the statistics ``cm`` (a confusion
     matrix for a single-label task; ``slugs``: the task, or a single-label task's class slugs)."""
-    task = _as_task(slugs)
+    task = as_task(slugs)
     costs = {"cost_matrix": cost_matrix, "class_prior": class_prior}
     draws = task.resample(cm, resamples=resamples, rng=np.random.default_rng(seed))
     low, high = percentile_interval(task.statistic_values(draws, [key], **costs)[key], confidence)
@@ -129,7 +126,7 @@ def paired_bootstrap(
     ``first`` is strictly better; ``1 - win_share`` is a one-sided bootstrap p-value for "first is
     better".
     """
-    task = _as_task(slugs)
+    task = as_task(slugs)
     costs = {"cost_matrix": cost_matrix, "class_prior": class_prior}
     rng = np.random.default_rng(seed)
     first, second, (observed_first, observed_second) = task.resample_paired(
@@ -148,18 +145,11 @@ def paired_bootstrap(
     return PairedComparison(names[0], names[1], point, low, high, win_share, confidence, resamples, seed)
 
 
-def row_bootstrap(
-    labels: np.ndarray,
-    scores: np.ndarray,
-    key: str,
-    task: Task | Sequence[str],
-    *,
-    resamples: int = 1000,
-    confidence: float = 0.95,
-    seed: int = 0,
-) -> Interval:
-    """Percentile interval of a score-based ``key`` by resampling examples (slow: resamples x N)."""
-    task = _as_task(task)
+def row_bootstrap(labels: np.ndarray, scores: np.ndarray, key: str, task: Task | Sequence[str], objective: Any) -> Interval:
+    """Percentile interval of a score-based ``key`` by resampling examples (slow: resamples x N), with the
+    objective's ``bootstrap_resamples``, ``confidence`` and ``seed``."""
+    task = as_task(task)
+    resamples, confidence, seed = objective.bootstrap_resamples, objective.confidence, objective.seed
     labels, scores = np.asarray(labels), np.asarray(scores)
     rng = np.random.default_rng(seed)
     n = labels.shape[0]
