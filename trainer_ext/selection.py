@@ -104,10 +104,10 @@ def _column(values: Mapping[str, np.ndarray], key: str, shape: tuple[int, ...]) 
 def _feasibility(
     values: Mapping[str, np.ndarray], objective: Objective, shape: tuple[int, ...]
 ) -> tuple[dict[str, np.ndarray], np.ndarray, np.ndarray]:
-    """Per constraint text its scaled violation (:meth:`Constraint.violation`, element-wise), their
+    """Per constraint text its scaled violation (:meth:`Constraint.violation`, which takes arrays), their
     sum and "every constraint met", for metric values of any ``shape`` (NaN: missing)."""
     violations = {
-        str(c): np.vectorize(c.violation, otypes=[np.float64])(_column(values, c.metric, shape))
+        str(c): np.asarray(c.violation(_column(values, c.metric, shape)), dtype=np.float64).reshape(shape)
         for c in objective.constraints
     }
     parts = list(violations.values())
