@@ -121,7 +121,8 @@ class Check:
                         HF_DATASETS_OFFLINE="1", PYTHONUNBUFFERED="1")
         if self.dry:
             self.env.update(OMP_NUM_THREADS="1", CUDA_VISIBLE_DEVICES="")
-        self.set_pythonpath(with_site=False)
+        # A site left by an earlier run on this machine serves a rerun of single parts (--parts speed).
+        self.set_pythonpath(with_site=self.site.is_dir())
 
     def set_pythonpath(self, *, with_site: bool) -> None:
         entries = [str(REPO)] + ([str(self.site)] if with_site else [])

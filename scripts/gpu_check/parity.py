@@ -54,7 +54,9 @@ def evaluate_on_cpu(folders: list[Path], data: Path) -> None:
     program = f"import sys\nfrom trainer_ext.cli import main\nsys.exit(max(main(a) for a in {calls!r}))\n"
     done = subprocess.run([sys.executable, "-c", program], env=env, capture_output=True, text=True, timeout=300)
     if done.returncode != 0:
-        raise RuntimeError(f"trainer-ext evaluate {calls} exited {done.returncode}:\n{done.stderr[-3000:]}")
+        print(done.stderr[-6000:], file=sys.stderr)  # into the part's log
+        last = (done.stderr.strip().splitlines() or ["(no output)"])[-1]
+        raise RuntimeError(f"trainer-ext evaluate (cpu) exited {done.returncode}: {last}")
 
 
 def compare(run_dir: Path, cpu_dir: Path) -> dict:
