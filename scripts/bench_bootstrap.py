@@ -1,19 +1,28 @@
-"""Benchmark: bootstrap intervals on 1,000,000 held-out examples with 1,000 resamples.
+"""Benchmark: bootstrap intervals on 1,000,000 held-out examples with 1,000 resamples, and the
+selection-corrected estimate of the chosen checkpoint (issue 15) for 50 checkpoints x 100,000 examples
+x 1,000 resamples.
 
-Prints measured wall times (best of --repeats) next to the target (< 2 s); not a test.
+Prints measured wall times (best of --repeats) next to the target (< 2 s); not a test. The estimate is
+timed on two kinds of checkpoints: those of a run (they agree on most examples and differ on a hard
+tenth, so examples share joint patterns) and independent random predictions (the worst case: no two
+examples share a pattern, so nothing groups). BLAS threads follow OMP_NUM_THREADS; run it with 1 and 2.
 
-    .venv/bin/python scripts/bench_bootstrap.py [--examples 1000000] [--resamples 1000]
+    OMP_NUM_THREADS=1 .venv/bin/python scripts/bench_bootstrap.py [--examples 1000000] [--resamples 1000]
+    OMP_NUM_THREADS=1 .venv/bin/python scripts/bench_bootstrap.py --only-estimate
 """
 
 from __future__ import annotations
 
 import argparse
+import os
 import platform
 import time
 
 import numpy as np
 
+from trainer_ext.estimate import CheckpointPredictions, estimate_best
 from trainer_ext.metrics import confusion_matrix
+from trainer_ext.objectives import Objective
 from trainer_ext.uncertainty import bootstrap_interval, paired_bootstrap
 
 
@@ -26,12 +35,51 @@ def best_of(repeats: int, fn):
     return min(times), max(times), result
 
 
+def run_like_checkpoints(rng: np.random.Generator, labels: np.ndarray, count: int) -> list[np.ndarray]:
+    """Checkpoints of one run: right on 90 % of the examples at every step; on the hard tenth each
+    checkpoint is right with a probability that drifts up over the run."""
+    hard = rng.random(labels.size) < 0.10
+    return [
+        np.where(hard & (rng.random(labels.size) > 0.35 + 0.3 * k / count), 1 - labels, labels) for k in range(count)
+    ]
+
+
+def independent_checkpoints(rng: np.random.Generator, labels: np.ndarray, count: int) -> list[np.ndarray]:
+    """Each checkpoint right with probability 0.80 .. 0.85, independently of the others."""
+    return [np.where(rng.random(labels.size) < 0.80 + 0.05 * k / count, labels, 1 - labels) for k in range(count)]
+
+
+def estimate_rows(args: argparse.Namespace) -> list[tuple[str, float, float, str]]:
+    rng = np.random.default_rng(1)
+    labels = (rng.random(args.estimate_examples) < 0.3).astype(np.int64)  # 30 % NEGATIVE
+    objective = Objective("recall_negative", constraints=["precision_negative >= 0.5"], bootstrap_resamples=args.resamples)
+    rows = []
+    for name, build in (("run-like checkpoints", run_like_checkpoints), ("independent (worst case)", independent_checkpoints)):
+        checkpoints = [
+            CheckpointPredictions(f"checkpoint-{k + 1}", k + 1, {None: p})
+            for k, p in enumerate(build(rng, labels, args.checkpoints))
+        ]
+        t, worst, result = best_of(args.repeats, lambda: estimate_best(
+            {None: labels}, checkpoints, objective, ["negative", "positive"], reported_value=1.0))
+        rows.append((
+            f"selection-corrected estimate, {args.checkpoints} x {args.estimate_examples:,} x {args.resamples:,}: {name}",
+            t, worst, f"value {result.value:.4f} [{result.low:.4f}, {result.high:.4f}]",
+        ))
+    return rows
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--examples", type=int, default=1_000_000)
     parser.add_argument("--resamples", type=int, default=1000)
     parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--checkpoints", type=int, default=50, help="checkpoints for the estimate (default: %(default)s)")
+    parser.add_argument("--estimate-examples", type=int, default=100_000, help="examples for the estimate (default: %(default)s)")
+    parser.add_argument("--only-estimate", action="store_true", help="time the selection-corrected estimate only")
     args = parser.parse_args()
+    if args.only_estimate:
+        report(args, estimate_rows(args))
+        return
 
     rng = np.random.default_rng(0)
     labels = rng.integers(0, 2, args.examples)
@@ -51,8 +99,13 @@ def main() -> None:
         cost_matrix=np.array([[0, 1], [50, 0]]), class_prior=np.array([0.995, 0.005])))
     rows.append(("paired expected_cost with class prior", t, worst, ""))
 
-    print(f"{args.examples:,} examples, {args.resamples:,} resamples, best of {args.repeats}; "
-          f"python {platform.python_version()}, numpy {np.__version__}, {platform.machine()}")
+    report(args, rows + estimate_rows(args))
+
+
+def report(args: argparse.Namespace, rows: list[tuple[str, float, float, str]]) -> None:
+    threads = os.environ.get("OMP_NUM_THREADS", "unset")
+    print(f"{args.examples:,} examples (intervals), {args.resamples:,} resamples, best of {args.repeats}; "
+          f"OMP_NUM_THREADS={threads}; python {platform.python_version()}, numpy {np.__version__}, {platform.machine()}")
     print("| computation | best s | worst s | target | result |")
     print("|---|---|---|---|---|")
     for name, best, worst, result in rows:

@@ -43,10 +43,11 @@ every checkpoint), resample indices are drawn one resample at a time and counted
 are one matrix product per class. 50 checkpoints x 100,000 examples x 1,000 resamples: see
 ``scripts/bench_bootstrap.py``.
 
-Determinism: ``np.random.default_rng(objective.seed)``; resample b draws, for each held-out set in the
-order given, ``rng.integers(0, N, size=N, dtype=np.int32)`` (``np.int64`` from N = 2**31), indices in
-the held-out order. The same inputs and seed give the same numbers on any machine and any number of
-processes (every process holds the same gathered predictions).
+Determinism: ``rng = np.random.default_rng(objective.seed)``; resample b draws, for each held-out set
+in the order given, the indices ``floor(rng.random(N) * N)`` (held-out order; float64 uniforms, about
+twice as fast as ``rng.integers`` and uniform to within N / 2**53). The same inputs and seed give the
+same numbers on any machine and any number of processes (every process holds the same gathered
+predictions).
 """
 
 from __future__ import annotations
@@ -372,7 +373,10 @@ class _Resampler:
 
     def draw(self, rng: np.random.Generator, inbag: np.ndarray, out_of_bag: np.ndarray) -> None:
         """One resample: its in-bag count and out-of-bag count of every row, written into the two rows."""
-        index = rng.integers(0, self.n, size=self.n, dtype=self.index_dtype)
+        uniform = rng.random(self.n)
+        np.multiply(uniform, self.n, out=uniform)
+        index = uniform.astype(self.index_dtype)  # floor: the uniforms are >= 0
+        np.minimum(index, self.n - 1, out=index)  # a product rounded up to N
         drawn = np.bincount(np.take(self.rank, index), minlength=self.n)
         if self.starts is None:
             inbag[:] = drawn

@@ -45,7 +45,7 @@ def draws(seed: int, sizes: list[int], resamples: int):
     """The resample indices of the module docstring: per resample, per set in order, N of N."""
     rng = np.random.default_rng(seed)
     for _ in range(resamples):
-        yield [rng.integers(0, n, size=n, dtype=np.int32) for n in sizes]
+        yield [np.minimum(np.floor(rng.random(n) * n).astype(np.int64), n - 1) for n in sizes]
 
 
 def out_of_bag(n: int, index: np.ndarray) -> np.ndarray:
@@ -141,13 +141,15 @@ def test_simulation_with_many_checkpoints_near_the_bound_of_a_constraint():
 
 
 def test_simulation_with_ties():
-    # 20 checkpoints of the same true recall on 60 + 60 reviews: observed values tie often, and the
-    # tie-breaker or the earlier checkpoint decides (in the resamples too).
+    # 20 checkpoints of the same true recall on 100 + 100 reviews: observed values tie often (recall
+    # moves in steps of 0.01), and the tie-breaker or the earlier checkpoint decides (in the resamples
+    # too). Measured: reported +0.089 above the truth, estimate -0.001, coverage 0.98 (discrete values
+    # make the interval a little conservative).
     objective = Objective("recall_negative", tie_breakers=["f1_negative"], bootstrap_resamples=200)
     naive, corrected, coverage, reasons, _ = simulate(
-        np.full(20, 0.6), np.full(20, 0.8), 60, 60, objective, sets=150, seed=3
+        np.full(20, 0.6), np.full(20, 0.8), 100, 100, objective, sets=200, seed=3
     )
-    assert sum("tie on recall_negative was broken" in r or "ties keep" in r for r in reasons) >= 20
+    assert sum("tie on recall_negative was broken" in r or "ties keep" in r for r in reasons) >= 30
     assert_honest(naive, corrected, coverage, tolerance=0.015)
 
 
