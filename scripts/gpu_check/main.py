@@ -238,6 +238,12 @@ def part_wheels(check: Check, budget: float) -> None:
             present.append(f"{name} {installed}")
         else:
             wanted.append(wheel)
+    # pydantic pins pydantic-core exactly: a pydantic from here needs the pydantic-core from here.
+    if any(_wheel_name_version(w)[0] == "pydantic" for w in wanted):
+        for wheel in wheels:
+            if _wheel_name_version(wheel)[0] == "pydantic-core" and wheel not in wanted:
+                wanted.append(wheel)
+                present = [p for p in present if not p.startswith("pydantic-core ")]
     code, tail = check.run(part, pip + ["--target", str(check.site), *map(str, wanted)], budget=budget / 2)
     if code != 0:
         check.add("FAIL", part, "install into SITE", f"exit {code}: {tail[-400:]}")
