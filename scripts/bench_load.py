@@ -17,7 +17,7 @@ Measured at every save, after the callback's ``on_save`` (a callback placed afte
 * RSS of the process (``/proc/self/statm``), and what the callback holds by design: one record per
   checkpoint and the objective set's predictions of every checkpoint (int16, 2 bytes per example), which
   the paired comparison and ``require_significance`` read;
-* the leaderboard update: ``_select`` (``select_best`` over every checkpoint so far, plus the paired
+* the leaderboard update: ``RunTracker.select`` (``select_best`` over every checkpoint so far, plus the paired
   bootstrap of the best against the runner-up) and the files written (record, per-example scores,
   leaderboard JSON and Markdown, trainer_state.json), each write timed in ``records._replace_atomically``;
 * the held-out evaluation itself, for scale.
@@ -130,15 +130,16 @@ def run(examples: int, saves: int, out: Path, *, batch_size: int = 1024, quiet: 
     import torch
     from transformers.utils import logging as hf_logging
 
-    import trainer_ext.callback as callback_module
+    import trainer_ext.evaluation as evaluation_module
+    import trainer_ext.tracker as tracker_module
     import trainer_ext.records as records
 
     threads, verbosity = torch.get_num_threads(), hf_logging.get_verbosity()
     torch.set_num_threads(1)
     hf_logging.set_verbosity_error()
     timers = Timers()
-    timers.wrap(callback_module.BestCheckpointCallback, "_select", "select")
-    timers.wrap(callback_module, "evaluate_model", "evaluate")
+    timers.wrap(tracker_module.RunTracker, "select", "select")
+    timers.wrap(evaluation_module, "evaluate_model", "evaluate")
     timers.wrap(records, "_replace_atomically", key=lambda path, write: f"write {Path(path).name}")
     try:
         return _run(examples, saves, out, batch_size, quiet, timers)
@@ -168,12 +169,12 @@ def _run(examples: int, saves: int, out: Path, batch_size: int, quiet: bool, tim
         def on_save(self, args, state, control, **kwargs):
             spent = timers.take()
             writes = {k[len("write "):]: v for k, v in spent.items() if k.startswith("write ")}
-            predictions = sum(a.nbytes for a in callback._predictions.values())
+            predictions = sum(a.nbytes for a in callback._run.predictions.values())
             rows.append({
                 "save": len(rows) + 1, "step": state.global_step, "rss_mib": rss_mib(),
                 "evaluate_s": spent.get("evaluate", 0.0), "select_s": spent.get("select", 0.0),
                 "write_s": sum(writes.values()), "writes": writes, "predictions_mib": predictions / 2**20,
-                "records": len(callback._records),
+                "records": len(callback._run.records),
             })
             if not quiet and (len(rows) <= 3 or len(rows) % 10 == 0):
                 r = rows[-1]
@@ -215,7 +216,7 @@ def summarize(rows: list[dict], examples: int) -> str:
         f"leaderboard update per save (select + write files): first {1e3 * update[0]:.1f} ms, last "
         f"{1e3 * update[-1]:.1f} ms, max {1e3 * max(update):.1f} ms (save {1 + int(np.argmax(update))}), "
         f"median {1e3 * float(np.median(update)):.1f} ms",
-        f"  of which _select (select_best over all checkpoints + paired bootstrap vs runner-up): first "
+        f"  of which RunTracker.select (select_best over all checkpoints + paired bootstrap vs runner-up): first "
         f"{1e3 * select[0]:.1f} ms, last {1e3 * select[-1]:.1f} ms, max {1e3 * max(select):.1f} ms",
         "  files, median per save: " + ", ".join(f"{n} {1e3 * float(np.median(v)):.1f} ms" for n, v in sorted(writes.items())),
         f"held-out evaluation per save: median {float(np.median([r['evaluate_s'] for r in rows])):.2f} s",

@@ -12,7 +12,7 @@ attempt costs about a second, not ten). The attempt resumes from the newest chec
 ``trainer_state.json`` parses (none: from scratch) and is killed with SIGKILL at one of these points:
 
 * ``evaluation``: during the held-out evaluation of the N-th save of the attempt (at its second forward
-  pass, from a forward hook that the wrapped ``trainer_ext.callback.evaluate_model`` installs);
+  pass, from a forward hook that the wrapped ``trainer_ext.evaluation.evaluate_model`` installs);
 * ``write``: in the middle of the N-th file trainer_ext writes (``trainer_ext.records._replace_atomically``
   is wrapped: half of the bytes reach the temporary file, then the process dies before ``os.replace``).
   Per save the writes are, in order: checkpoint_metrics.json, checkpoint_scores.npz,
@@ -152,11 +152,12 @@ def _note(kill_log: Path, text: str) -> None:
 
 def _install_kill(kill: Kill, kill_log: Path) -> None:
     import trainer_ext.callback as callback_module
+    import trainer_ext.evaluation as evaluation_module
     import trainer_ext.records as records
 
     calls = itertools.count(1)
     if kill.point == "evaluation":
-        original_evaluate = callback_module.evaluate_model
+        original_evaluate = evaluation_module.evaluate_model
 
         def evaluate_then_die(model, held_out, **kwargs):
             if next(calls) != kill.nth:
@@ -173,7 +174,7 @@ def _install_kill(kill: Kill, kill_log: Path) -> None:
             _note(kill_log, "evaluation: end of a one-batch held-out evaluation")
             _die()
 
-        callback_module.evaluate_model = evaluate_then_die
+        evaluation_module.evaluate_model = evaluate_then_die
     elif kill.point == "write":
         original_replace = records._replace_atomically
 

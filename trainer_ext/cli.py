@@ -282,7 +282,7 @@ def _cost_matrix(text: str) -> list[list[float]]:
 
 
 def _build_objective(
-    spec: _ObjectiveOptions, available: Collection[str], *, num_classes: int | None, source: str = "in the records"
+    spec: _ObjectiveOptions, available: Collection[str], *, task: Any, source: str = "in the records"
 ) -> Objective:
     """An :class:`Objective` whose every key exists in ``available``, with its direction checked.
 
@@ -335,8 +335,8 @@ def _build_objective(
         tie_breakers=spec.tie_breakers,
         cost_matrix=spec.cost_matrix,
     )
-    if num_classes is not None:
-        objective.check_classes(num_classes)
+    if task is not None:
+        task.check_objective(objective)
     return objective
 
 
@@ -370,6 +370,14 @@ def _load_output_dir(output_dir: Path) -> dict[str, CheckpointRecord]:
     return records
 
 
+def _task_of_records(records: Mapping[str, CheckpointRecord]) -> Any:
+    """The task the records were written with (None when they name fewer than two classes)."""
+    from .tasks import task_from_record
+
+    first = next(iter(records.values()))
+    return task_from_record(first.task, first.labels) if len(first.labels) >= 2 else None
+
+
 def _available_keys(records: Mapping[str, CheckpointRecord]) -> set[str]:
     return {key for record in records.values() for key in record.metrics}
 
@@ -378,8 +386,7 @@ def _command_rank(options: argparse.Namespace) -> int:
     spec = _objective_options(options)
     assert spec is not None  # --objective is required by the parser
     records = _load_output_dir(options.output_dir)
-    labels = next(iter(records.values())).labels
-    objective = _build_objective(spec, _available_keys(records), num_classes=len(labels) or None)
+    objective = _build_objective(spec, _available_keys(records), task=_task_of_records(records))
     ranking = rank_records(records, objective, output_dir=options.output_dir)
     for note in ranking.notes:
         _note(note)
@@ -626,6 +633,7 @@ class _Evaluated:
     record: CheckpointRecord
     output: Any  # evaluation.EvaluationOutput
     scores: Any  # scoring.CheckpointScores
+    task: Any  # tasks.Task
 
 
 class _FolderEvaluator:
@@ -646,28 +654,29 @@ class _FolderEvaluator:
 
         from .evaluation import evaluate_model
         from .scoring import SetResult, score_checkpoint
+        from .tasks import SingleLabel
 
         folder = self.options.output_dir / name
         model = self._model(folder, name)
         label_names = _class_names(model, name)
-        objective = self._objective(label_names)
+        task = SingleLabel(label_names)
+        objective = self._objective(task)
         tokenizer, key = self._tokenizer(folder, name)
-        held_out = self._held_out((key, tuple(label_names)), label_names, tokenizer, name)
+        held_out = self._held_out((key, tuple(label_names)), task, tokenizer, name)
         output = evaluate_model(
-            model, held_out, collate=DataCollatorWithPadding(tokenizer), batch_size=self.options.batch_size,
-            num_classes=len(label_names),
+            model, held_out, task=task, collate=DataCollatorWithPadding(tokenizer), batch_size=self.options.batch_size,
         )
         # The callback's own scoring: metrics, expected_cost, a tuned threshold, the bootstrap interval.
-        slugs = _class_slugs(label_names, name)
-        scores = score_checkpoint({None: SetResult(output.labels, output.predictions, output.probabilities)}, slugs, objective)
+        scores = score_checkpoint({None: SetResult(output.labels, output.predictions, output.probabilities)}, task, objective)
         record = build_record(
             checkpoint=name, global_step=checkpoint_step(name), epoch=_epoch_of(folder), labels=label_names,
             name=held_out.name, held_out={None: (len(held_out), held_out.fingerprint)}, scores=scores,
             objective=objective,
             evaluation={"processes": output.processes, "precision": output.precision,
                         "seconds": round(output.seconds, 4), "batch_size": self.options.batch_size},
+            task=task.name, columns={None: held_out.columns},
         )
-        return _Evaluated(record, output, scores)
+        return _Evaluated(record, output, scores, task)
 
     def _model(self, folder: Path, name: str) -> Any:
         from transformers import AutoModelForSequenceClassification
@@ -678,14 +687,12 @@ class _FolderEvaluator:
             raise CommandError(f"{name}: cannot load a sequence classifier from {folder}: {exc}") from None
         return model.to(self.device)
 
-    def _objective(self, label_names: Sequence[str]) -> Objective:
+    def _objective(self, task: Any) -> Objective:
         """The objective, decided at the first folder: --objective, else the leaderboard's, else f1_macro."""
         if self.objective is None:
-            from .metrics import metric_keys
-
-            available = metric_keys(_class_slugs(label_names, "OUTPUT_DIR"), with_scores=True)
-            self.objective = _evaluation_objective(self.spec, self.plan.stored_objective, available, len(label_names))
-        self.objective.check_classes(len(label_names))
+            available = task.metric_keys(with_scores=True)
+            self.objective = _evaluation_objective(self.spec, self.plan.stored_objective, available, task)
+        task.check_objective(self.objective)
         return self.objective
 
     def _tokenizer(self, folder: Path, name: str) -> tuple[Any, tuple]:
@@ -701,13 +708,13 @@ class _FolderEvaluator:
             )
         return AutoTokenizer.from_pretrained(folder), key
 
-    def _held_out(self, cache_key: tuple, label_names: Sequence[str], tokenizer: Any, name: str) -> Any:
+    def _held_out(self, cache_key: tuple, task: Any, tokenizer: Any, name: str) -> Any:
         from .evaluation import prepare_held_out
 
         if cache_key not in self.held_out_cache:
             try:
                 self.held_out_cache[cache_key] = prepare_held_out(
-                    _label_values(self.rows, label_names), name="holdout", label_names=list(label_names),
+                    _label_values(self.rows, task.label_names), name="holdout", task=task,
                     tokenizer=tokenizer, argument="--data",
                 )
             except ConfigurationError as exc:
@@ -732,10 +739,10 @@ def _class_slugs(label_names: Sequence[str], name: str) -> list[str]:
 
 
 def _evaluation_objective(
-    spec: _ObjectiveOptions | None, stored: dict | None, available: Collection[str], num_classes: int
+    spec: _ObjectiveOptions | None, stored: dict | None, available: Collection[str], task: Any
 ) -> Objective:
     if spec is not None:
-        return _build_objective(spec, available, num_classes=num_classes, source="for this model's classes")
+        return _build_objective(spec, available, task=task, source="for this model's classes")
     if stored is None:
         return Objective("f1_macro")
     objective = Objective.from_dict(stored)
@@ -811,7 +818,8 @@ def _write_evaluation(
     longer holds them), the leaderboard; and a note for every entry that did not stay as it was."""
     for name, e in evaluated.items():
         write_checkpoint_files(
-            output_dir / name, ranking.records[name], {None: e.output}, e.scores.predictions, threshold=e.scores.threshold
+            output_dir / name, ranking.records[name], {None: e.output}, e.scores.predictions,
+            threshold=None if e.scores.threshold is None else e.task.threshold_config(e.scores.threshold),
         )
     if moved:
         assert plan.earlier is not None

@@ -137,6 +137,9 @@ def _label_names(value: Any) -> tuple[str, ...] | None:
         raise ConfigurationError(
             f"label_names: expected the class names in id order, e.g. ['NEGATIVE', 'POSITIVE']; got {value!r}."
         )
+    from .metrics import class_slugs
+
+    class_slugs(list(value))  # raises on colliding slugs or fewer than 2 classes
     return tuple(value)
 
 

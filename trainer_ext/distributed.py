@@ -144,11 +144,12 @@ def any_rank(flag: bool) -> bool:
     return bool(value.item())
 
 
-def raise_if_any(failure: BaseException | None, what: str) -> None:
+def raise_if_any(failure: BaseException | None, what: str, *, on: str = "another process") -> None:
     """COLLECTIVE: raise on every rank when any rank holds a ``failure``.
 
     The rank where it happened re-raises its own exception; every other rank raises a RuntimeError
-    naming ``what``. Used in place of a barrier after work that may fail on one rank only (a forward
+    naming ``what`` and where it failed (``on``: "another process", or "the main process" for work only
+    the main process does). Used in place of a barrier after work that may fail on one rank only (a forward
     pass, a write on the main process), so that no rank waits forever for one that left::
 
         failure = None
@@ -161,7 +162,7 @@ def raise_if_any(failure: BaseException | None, what: str) -> None:
     if any_rank(failure is not None):
         if failure is not None:
             raise failure
-        raise RuntimeError(f"trainer_ext: {what} failed on another process; see that process's error.")
+        raise RuntimeError(f"trainer_ext: {what} failed on {on}; see that process's error.")
 
 
 def barrier() -> None:

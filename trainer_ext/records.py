@@ -241,6 +241,7 @@ class CheckpointRecord:
     objective_interval: dict[str, Any] | None = None  # bootstrap interval of objective_value
     confusion_matrices: dict[str, list[list[int]]] = field(default_factory=dict)  # per held-out set
     notes: list[str] = field(default_factory=list)
+    task: str = "single_label"  # records written before this field are single-label
     schema_version: int = SCHEMA_VERSION
 
     def to_dict(self) -> dict[str, Any]:
@@ -345,6 +346,7 @@ def leaderboard_payload(
             "reason": reason or selection.reason,
             "comparison": dict(comparison) if comparison else None,
             "labels": next(iter(records.values())).labels if records else [],
+            "task": next(iter(records.values())).task if records else "single_label",
             "entries": entries,
         }
     )
@@ -404,6 +406,8 @@ def build_record(
     objective: Objective,
     evaluation: Mapping[str, Any],
     ranked: RankedCandidate | None = None,
+    task: str = "single_label",
+    columns: Mapping[str | None, Sequence[str]] | None = None,
 ) -> CheckpointRecord:
     """The ``checkpoint_metrics.json`` of one evaluated checkpoint, the same wherever it is made.
 
@@ -411,7 +415,8 @@ def build_record(
     ``scores`` is :func:`trainer_ext.scoring.score_checkpoint`'s result; ``ranked`` is this checkpoint in
     the current selection (its objective value, feasibility and violations; without it they are left
     unset, for :func:`trainer_ext.run_folder.rank_records` to fill); ``evaluation`` is ``processes``,
-    ``precision``, ``seconds``, ``batch_size``.
+    ``precision``, ``seconds``, ``batch_size``; ``task`` is the task's name; ``columns`` the held-out columns
+    each set was read from (``eval_set.columns``: one list with one set, by set with several).
     """
     total = int(sum(n for n, _ in held_out.values()))
     several = len(held_out) > 1
@@ -432,13 +437,23 @@ def build_record(
             "num_samples": total,
             "fingerprint": "+".join(fingerprint for _, fingerprint in held_out.values()),
             "sets": {str(k): {"num_samples": n, "fingerprint": f} for k, (n, f) in held_out.items()},
+            **_columns_field(columns, several),
         },
         evaluation=dict(evaluation),
         decision_threshold=scores.threshold,
         objective_interval=scores.interval.to_dict() if scores.interval else None,
         confusion_matrices={str(k): np.asarray(v).tolist() for k, v in scores.confusion_matrices.items()} if several else {},
         notes=list(scores.notes),
+        task=task,
     )
+
+
+def _columns_field(columns: Mapping[str | None, Sequence[str]] | None, several: bool) -> dict[str, Any]:
+    if not columns:
+        return {}
+    if several:
+        return {"columns": {str(k): list(v) for k, v in columns.items()}}
+    return {"columns": list(next(iter(columns.values())))}
 
 
 def save_set_scores(
@@ -461,11 +476,12 @@ def write_checkpoint_files(
     predictions: Mapping[str | None, np.ndarray],
     *,
     save_scores: bool = True,
-    threshold: float | None = None,
+    threshold: Mapping[str, Any] | None = None,
 ) -> None:
     """Everything one evaluated checkpoint writes into its folder, in this order: the record, the
     per-example scores of each held-out set (with ``save_scores``, see :func:`save_set_scores`), and a
-    tuned decision threshold into its ``config.json`` (when ``threshold`` is not None). The callback's
+    tuned decision threshold into its ``config.json`` (``threshold``: the task's
+    :meth:`~trainer_ext.tasks.Task.threshold_config`, or None). The callback's
     ``on_save`` and ``trainer-ext evaluate`` both call it. Main process only."""
     record.write(checkpoint_dir)
     if save_scores:
@@ -499,16 +515,17 @@ def write_best_into_trainer_state(
     return True
 
 
-def write_threshold_into_config(checkpoint_dir: str | os.PathLike, threshold: float) -> bool:
-    """Store a tuned decision threshold in ``<checkpoint_dir>/config.json`` as
-    ``decision_threshold = {"class_id": 1, "threshold": t}`` (read by
-    :func:`trainer_ext.thresholds.predict_with_threshold`). False when there is no config.json."""
+def write_threshold_into_config(checkpoint_dir: str | os.PathLike, setting: Mapping[str, Any]) -> bool:
+    """Store a tuned decision threshold in ``<checkpoint_dir>/config.json`` under ``decision_threshold``,
+    in the task's form (:meth:`trainer_ext.tasks.Task.threshold_config`; single-label:
+    ``{"class_id": 1, "threshold": t}``, read by :func:`trainer_ext.thresholds.predict_with_threshold`).
+    False when there is no config.json."""
     from .thresholds import CONFIG_KEY
 
     path = Path(checkpoint_dir) / CONFIG_FILENAME
     if not path.is_file():
         return False
     config = json.loads(path.read_text(encoding="utf-8"))
-    config[CONFIG_KEY] = {"class_id": 1, "threshold": threshold}
+    config[CONFIG_KEY] = dict(setting)
     write_json_atomic(path, config)
     return True

@@ -25,8 +25,9 @@ from typing import Any
 import numpy as np
 
 from .objectives import Objective
-from .records import RECORD_FILENAME, CheckpointRecord, leaderboard_payload
-from .selection import Candidate, RankedCandidate, Selection, select_best
+from .records import RECORD_FILENAME, TRAINER_STATE_FILENAME, CheckpointRecord, leaderboard_payload
+from .run_folder import read_predictions, read_records
+from .selection import Candidate, RankedCandidate, Selection, candidates_of, rank
 
 __all__ = ["PendingEvaluation", "RunTracker", "ResumedRun", "incomplete_checkpoint", "read_resumed_run"]
 
@@ -63,8 +64,8 @@ class RunTracker:
     Args:
         objective: the business objective.
         compare: ``compare(first, second, first_predictions, second_predictions)`` -> a paired
-            comparison (with ``win_share`` and ``to_dict()``) of two checkpoints on the same examples,
-            or None when the objective's key cannot be resampled from predictions.
+            comparison (:class:`~trainer_ext.uncertainty.PairedComparison`) of two checkpoints on the
+            same examples, or None when the objective's key cannot be resampled from predictions.
         keep_top_k: how many of the best checkpoints rotation must keep (None: the Trainer rotates).
     """
 
@@ -162,8 +163,8 @@ class RunTracker:
     def select(self, *, candidates: list[Candidate] | None = None, final: bool = False) -> Selection:
         """Rank, then compare the best with the runner-up on the same examples (paired bootstrap)."""
         candidates = self._candidates() if candidates is None else candidates
-        self.selection = select_best(candidates, self.objective, final=final, p_value=self._p_value)
-        self.comparison = self._compare_best_with_runner_up()
+        result = rank(candidates, self.objective, compare=self._paired, final=final)
+        self.selection, self.comparison = result.selection, result.comparison_dict
         return self.selection
 
     def resume(self, resumed: ResumedRun) -> None:
@@ -176,7 +177,7 @@ class RunTracker:
     # ---- internals ----------------------------------------------------------------------------
 
     def _candidates(self) -> list[Candidate]:
-        candidates = [Candidate(r.checkpoint, r.global_step, r.metrics) for r in self.records.values()]
+        candidates = candidates_of(self.records.values())
         if self.pending is not None and self.pending.checkpoint not in self.records:
             record = self.pending.record
             candidates.append(Candidate(record.checkpoint, record.global_step, record.metrics))
@@ -187,19 +188,6 @@ class RunTracker:
             return None
         return self._compare(first, second, self.predictions[first], self.predictions[second])
 
-    def _p_value(self, challenger: str, incumbent: str) -> float:
-        comparison = self._paired(challenger, incumbent)
-        if comparison is None:  # predictions of a rotated-away checkpoint from before a resume: value decides
-            return 0.0
-        return 1.0 - comparison.win_share
-
-    def _compare_best_with_runner_up(self) -> dict[str, Any] | None:
-        ranking = self.selection.ranking if self.selection else ()
-        if self.objective.bootstrap_resamples == 0 or len(ranking) < 2 or self.selection.best is None:
-            return None
-        comparison = self._paired(ranking[0].checkpoint, ranking[1].checkpoint)
-        return comparison.to_dict() if comparison else None
-
 
 def incomplete_checkpoint(
     output_dir: str | Path, checkpoint: str, records: Mapping[str, CheckpointRecord], needed_files: Iterable[str]
@@ -207,7 +195,7 @@ def incomplete_checkpoint(
     """On resume (main process): ``checkpoint`` when the Trainer saved it but its record or scores are
     missing (the previous run died between the Trainer's save and ours, or while we wrote), else None."""
     folder = Path(output_dir) / checkpoint
-    if not (folder / "trainer_state.json").is_file():
+    if not (folder / TRAINER_STATE_FILENAME).is_file():
         return None
     names = [RECORD_FILENAME, *needed_files]
     if checkpoint in records and all((folder / name).is_file() for name in names):
@@ -227,15 +215,8 @@ def read_resumed_run(
     """The records of the run being resumed at ``global_step`` (later ones are forgotten), the saved
     predictions of the objective's held-out set, and whether ``checkpoint`` still needs its record.
     Reads the file system: call it on the main process and share the result."""
-    from .leaderboard import read_records, scores_filename
-    from .records import load_scores
-
     records = read_records(output_dir, up_to_step=global_step, objective=objective)
-    filename = scores_filename(objective_set)
-    predictions = {}
-    for name in records:
-        path = Path(output_dir) / name / filename
-        if path.is_file():
-            predictions[name] = load_scores(path)["predictions"].astype(np.int16)
+    saved = read_predictions(output_dir, records, objective_set)
+    predictions = {name: p.predictions.astype(np.int16) for name, p in saved.items()}
     unrecorded = incomplete_checkpoint(output_dir, checkpoint, records, needed_files)
     return ResumedRun(records, predictions, unrecorded)

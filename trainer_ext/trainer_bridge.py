@@ -24,34 +24,38 @@ on the Trainer and no way to log or load. Each contact below is here, and only h
    to keep the k best we set ``args.save_total_limit = None`` for the run and rotate ourselves with the
    user's limit, which is put back at the end of training.
 
-Public ``TrainerState`` fields (``best_metric``, ``best_global_step``, ``best_model_checkpoint``) are set
+6 and 7 (the model card, the trackers' confusion matrix) are described above their functions, at the
+end of the module. Public ``TrainerState`` fields (``best_metric``, ``best_global_step``, ``best_model_checkpoint``) are set
 through :func:`point_state_at` so that every write to them is in this module too.
 """
 
 from __future__ import annotations
 
 import copy
+import functools
 import logging
 import math
 import os
 import sys
 import warnings
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 from transformers.trainer_callback import CallbackHandler
-from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR
 
 from .errors import TrainerExtWarning
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["TrainerBridge", "BestMetricGate", "checkpoint_name", "point_state_at", "saves_nothing", "best_strategy"]
-
-
-def checkpoint_name(global_step: int) -> str:
-    """The folder the Trainer saves at ``global_step``: ``checkpoint-<step>``."""
-    return f"{PREFIX_CHECKPOINT_DIR}-{global_step}"
+__all__ = [
+    "TrainerBridge",
+    "BestMetricGate",
+    "point_state_at",
+    "saves_nothing",
+    "best_strategy",
+    "wrap_create_model_card",
+    "log_confusion_matrix",
+]
 
 
 def saves_nothing(args: Any) -> bool:
@@ -202,7 +206,7 @@ def _find_trainer() -> Any:
     return None
 
 
-# ---- model card and trackers (H6) ----
+# ---- model card and trackers ---------------------------------------------------------------------
 #
 # Two more contacts, both after training:
 #
@@ -220,9 +224,6 @@ def _find_trainer() -> Any:
 #    matrix is written through a new writer in the same log directory, and into the run MLflow ended last.
 #    tensorboard and mlflow are optional: they are only reached through the integration callbacks the
 #    Trainer made, never imported here.
-
-import functools  # noqa: E402 - this section's own imports (the module's are above, in another hand)
-from collections.abc import Sequence  # noqa: E402
 
 
 def wrap_create_model_card(trainer: Any, write: Callable[[str], None]) -> None:

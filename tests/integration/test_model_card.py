@@ -32,9 +32,8 @@ from synthetic_reviews import keyword_reviews, tiny_llama_classifier, tokenize_r
 from transformers import Trainer, TrainingArguments  # noqa: E402
 
 from trainer_ext import BestCheckpointCallback  # noqa: E402
-from trainer_ext.provenance import PROVENANCE_FILENAME, SECTION_TITLE, write_provenance  # noqa: E402
+from trainer_ext.provenance import PROVENANCE_FILENAME, SECTION_TITLE  # noqa: E402
 from trainer_ext.records import load_record  # noqa: E402
-from trainer_ext.trainer_bridge import wrap_create_model_card  # noqa: E402
 
 CARD_ARGS = {"tasks": "text-classification", "dataset_tags": "imdb", "dataset": "imdb", "license": "apache-2.0"}
 
@@ -72,23 +71,11 @@ def _trained(data, out: Path):
         compute_metrics=_accuracy,
         callbacks=[callback],
     )
-    _install_card_writer(trainer, callback)
     trainer.train()
     board = callback.leaderboard
     last = f"checkpoint-{trainer.state.global_step}"
     assert board["best_checkpoint"] != last, "the scenario must make the business-best an earlier checkpoint"
     return trainer, callback
-
-
-def _install_card_writer(trainer, callback) -> None:
-    """What the callback does in on_train_begin (until it does it itself): our card after the Trainer's."""
-
-    def write(folder: str) -> None:
-        payload = callback.leaderboard
-        best = load_record(Path(folder) / payload["best_checkpoint"])
-        write_provenance(folder, payload, best.eval_set)
-
-    wrap_create_model_card(trainer, write)
 
 
 def _finite(metrics: dict) -> dict:

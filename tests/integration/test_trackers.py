@@ -77,21 +77,12 @@ def _same(a: float, b: float) -> bool:
     return (math.isnan(a) and math.isnan(b)) or a == pytest.approx(b, rel=1e-6, abs=1e-7)
 
 
-def _log_chosen_confusion_matrix(trainer, callback) -> list[str]:
-    """What the callback does in on_train_end (until it does it itself)."""
-    best = load_record(Path(trainer.args.output_dir) / callback.leaderboard["best_checkpoint"])
-    return log_confusion_matrix(
-        trainer, best.confusion_matrix, best.labels, step=best.global_step, checkpoint=best.checkpoint, name="holdout"
-    )
-
-
 def test_tensorboard_receives_every_key_at_the_step_of_its_save(data, tmp_path, monkeypatch):
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
     log_dir = tmp_path / "tb"
     monkeypatch.setenv("TENSORBOARD_LOGGING_DIR", str(log_dir))
-    trainer, callback, records = _train(data, tmp_path / "out", ["tensorboard"])
-    assert _log_chosen_confusion_matrix(trainer, callback) == ["tensorboard"]
+    trainer, callback, records = _train(data, tmp_path / "out", ["tensorboard"])  # the callback logs the matrix at the end
 
     # One log directory: TENSORBOARD_LOGGING_DIR (transformers 5), args.logging_dir (4.x); the confusion
     # matrix, written after the integration closed its writer, is in the same one.
@@ -132,7 +123,6 @@ def test_mlflow_receives_every_key_at_the_step_of_its_save(data, tmp_path, monke
     try:
         trainer, callback, records = _train(data, tmp_path / "out", ["mlflow"])
         assert mlflow.active_run() is None, "MLflowCallback ends its run at the end of training"
-        assert _log_chosen_confusion_matrix(trainer, callback) == ["mlflow"]
     finally:
         mlflow.set_tracking_uri(previous)
 

@@ -7,12 +7,13 @@ from __future__ import annotations
 
 
 import bench_load
-import trainer_ext.callback as callback_module
+import trainer_ext.evaluation as evaluation_module
 import trainer_ext.records as records
+import trainer_ext.tracker as tracker_module
 
 
 def test_bench_load_measures_every_save(tmp_path):
-    before = (callback_module.evaluate_model, records._replace_atomically, callback_module.BestCheckpointCallback._select)
+    before = (evaluation_module.evaluate_model, records._replace_atomically, tracker_module.RunTracker.select)
     rows = bench_load.run(3000, 4, tmp_path / "run", quiet=True)
     assert [r["save"] for r in rows] == [1, 2, 3, 4]
     assert all(r["rss_mib"] > 0 and r["evaluate_s"] > 0 and r["write_s"] > 0 for r in rows)
@@ -20,5 +21,5 @@ def test_bench_load_measures_every_save(tmp_path):
                                        "checkpoint_leaderboard.md", "trainer_state.json"}
     assert rows[-1]["records"] == 4 and rows[-1]["predictions_mib"] > 0
     assert "leaderboard update per save" in bench_load.summarize(rows, 3000)
-    after = (callback_module.evaluate_model, records._replace_atomically, callback_module.BestCheckpointCallback._select)
+    after = (evaluation_module.evaluate_model, records._replace_atomically, tracker_module.RunTracker.select)
     assert after == before, "the benchmark's timers were left in the library"

@@ -84,7 +84,7 @@ def test_write_checkpoint_files_writes_record_scores_and_threshold(tmp_path):
     labels, predictions = np.array([0, 1, 1, 0]), np.array([0, 1, 0, 0])
     probabilities = np.array([[0.9, 0.1], [0.2, 0.8], [0.6, 0.4], [0.7, 0.3]])
     write_checkpoint_files(folder, record("checkpoint-4"), {None: _Output(labels, probabilities)},
-                           {None: predictions}, threshold=0.35)
+                           {None: predictions}, threshold={"class_id": 1, "threshold": 0.35})
     assert load_record(folder).checkpoint == "checkpoint-4"
     scores = load_scores(folder)
     assert np.array_equal(scores["labels"], labels) and np.array_equal(scores["predictions"], predictions)
