@@ -69,8 +69,8 @@ from typing import Any, ClassVar
 
 import numpy as np
 
-from .errors import ConfigurationError, TrainerExtWarning
-from .metrics import (
+from ..errors import ConfigurationError, TrainerExtWarning
+from ..metrics import (
     class_slugs,
     confusion_matrix,
     count_metric_values,
@@ -348,7 +348,7 @@ class SingleLabel(Task):
     ) -> dict[str, float]:
         """Every key of one held-out set (see :func:`trainer_ext.metrics.compute_metrics`), plus
         ``expected_cost`` when a cost matrix is given."""
-        from .metrics import compute_metrics
+        from ..metrics import compute_metrics
 
         result = compute_metrics(labels, predictions, scores, label_names=self.slugs)
         if cost_matrix is not None:
