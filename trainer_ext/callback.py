@@ -98,6 +98,8 @@ class BestCheckpointCallback(TrainerCallback):
         text_column: the column of raw text in the held-out set (default ``"text"``), tokenized with the
             Trainer's ``processing_class`` when the set has no ``input_ids``.
         label_column: the column of the gold labels (default: ``labels``, else ``label``).
+        task: what the model's head does; default: read from the model (``config.problem_type``, the
+            model class). A name (``"single_label"``, ...) or a task object overrides it.
 
     The held-out set may be the Trainer's own ``eval_dataset``: columns the model's ``forward`` does not
     accept (a ``sentence`` text column, ids) are dropped exactly as the Trainer's
@@ -125,12 +127,13 @@ class BestCheckpointCallback(TrainerCallback):
         evaluate_modules: Sequence[Any] = (),
         text_column: str = "text",
         label_column: str | None = None,
+        task: Any = None,
     ) -> None:
         self.config = CallbackConfig.from_arguments(
             eval_dataset, objective, data_collator=data_collator, batch_size=batch_size, name=name,
             load_best_at_end=load_best_at_end, label_names=label_names, save_scores=save_scores,
             keep_top_k=keep_top_k, custom_metrics=custom_metrics, evaluate_modules=evaluate_modules,
-            text_column=text_column, label_column=label_column,
+            text_column=text_column, label_column=label_column, task=task,
         )
         self.objective = self.config.objective
         self._held_out: HeldOutSets | None = None  # made in on_train_begin

@@ -45,6 +45,7 @@ class CallbackConfig:
     save: str = "all"
     early_stopping_patience: int | None = None
     early_stopping_threshold: float = 0.0
+    task: Any = None  # None: read from the model; a name of tasks.TASK_NAMES or a tasks.Task
 
     @classmethod
     def from_arguments(cls, eval_dataset: Any, objective: Any, **options: Any) -> CallbackConfig:
@@ -98,6 +99,8 @@ class CallbackConfig:
                     "objective: tune_threshold and require_significance need one held-out set; with several sets, "
                     f"name one in the key (e.g. '{next(iter(eval_datasets))}_{objective.metric}')."
                 )
+        task = options.get("task")
+        _check_task(task)
         save, keep_top_k = options.get("save", "all"), options.get("keep_top_k")
         _check_run_control(save, keep_top_k, options.get("early_stopping_threshold", 0.0))
         return cls(
@@ -118,6 +121,7 @@ class CallbackConfig:
             save=save,
             early_stopping_patience=options.get("early_stopping_patience"),
             early_stopping_threshold=float(options.get("early_stopping_threshold", 0.0)),
+            task=task,
         )
 
     @property
@@ -141,6 +145,16 @@ def _label_names(value: Any) -> tuple[str, ...] | None:
 
     class_slugs(list(value))  # raises on colliding slugs or fewer than 2 classes
     return tuple(value)
+
+
+def _check_task(task: Any) -> None:
+    from .tasks import TASK_NAMES, Task
+
+    if task is not None and not isinstance(task, Task) and task not in TASK_NAMES:
+        raise ConfigurationError(
+            f"task: expected one of {list(TASK_NAMES)}, a trainer_ext task object (e.g. LabelWords(...)) or None "
+            f"(read from the model); got {task!r}."
+        )
 
 
 def _check_run_control(save: Any, keep_top_k: int | None, threshold: Any) -> None:

@@ -58,7 +58,7 @@ class HeldOutSets:
     @classmethod
     def prepare(cls, config: CallbackConfig, model: Any, processing_class: Any) -> HeldOutSets:
         """COLLECTIVE: every rank prepares the same sets and probes the model."""
-        task = task_for_model(model, label_names=config.label_names)
+        task = task_for_model(model, label_names=config.label_names, task=config.task)
         sets = {
             set_name: evaluation.prepare_held_out(
                 dataset,

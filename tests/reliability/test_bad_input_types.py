@@ -39,6 +39,11 @@ CASES = [
     ({"load_best_at_end": "no"}, r"load_best_at_end: expected True or False; got 'no'\."),
     ({"load_best_at_end": None}, r"load_best_at_end: expected True or False; got None\."),
     ({"save_scores": "no"}, r"save_scores: expected True or False; got 'no'\."),
+    ({"text_column": 5}, r"text_column: expected a column name \(str\); got 5\."),
+    ({"text_column": ""}, r"text_column: expected a column name \(str\); got ''\."),
+    ({"label_column": ["rating"]}, r"label_column: expected a column name \(str\); got \['rating'\]\."),
+    ({"label_column": "stars"}, r"label_column: 'stars' is not a column of eval_dataset \(columns: "),
+    ({"task": "multilabel"}, r"task: expected one of \[.*\], a trainer_ext task object .*; got 'multilabel'\."),
 ]
 
 
