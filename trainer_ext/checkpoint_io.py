@@ -60,9 +60,7 @@ def load_weights(model: torch.nn.Module, checkpoint_dir: str | os.PathLike) -> N
         None,
     )
     if index is not None:
-        from transformers.trainer_utils import load_sharded_checkpoint
-
-        result = load_sharded_checkpoint(model, str(folder), strict=False)
+        result = _load_sharded_checkpoint()(model, str(folder), strict=False)
         _check(result, model, folder)
         return
     single = next((folder / n for n in ("model.safetensors", "pytorch_model.bin") if (folder / n).is_file()), None)
@@ -70,6 +68,16 @@ def load_weights(model: torch.nn.Module, checkpoint_dir: str | os.PathLike) -> N
         raise FileNotFoundError(f"{folder}: no model.safetensors, pytorch_model.bin, sharded index or adapter found")
     result = model.load_state_dict(_read(single), strict=False)
     _check(result, model, folder)
+
+
+def _load_sharded_checkpoint():
+    """transformers' loader of sharded weights (``*.index.json``): in ``transformers.modeling_utils`` on
+    every release we support (4.50 to 5.x); newer releases also export it from ``trainer_utils``."""
+    try:
+        from transformers.trainer_utils import load_sharded_checkpoint
+    except ImportError:  # transformers 4.x
+        from transformers.modeling_utils import load_sharded_checkpoint
+    return load_sharded_checkpoint
 
 
 def _read(path: Path) -> dict[str, torch.Tensor]:
