@@ -50,6 +50,7 @@ from .records import (
 )
 from .run_folder import checkpoint_folders, existing_checkpoints
 from .scoring import Metric
+from .tasks import SingleLabel
 from .thresholds import CONFIG_KEY
 from .tracker import PendingEvaluation, RunTracker, read_resumed_run
 from .trainer_bridge import (
@@ -156,7 +157,13 @@ class BestCheckpointCallback(TrainerCallback):
         distributed.check_launch(args.world_size)
         self._host = TrainerBridge(self)
         self._held_out = HeldOutSets.prepare(self.config, model, processing_class)
-        self._run = RunTracker(self.objective, compare=self._held_out.compare, keep_top_k=self.config.keep_top_k)
+        held_out = self._held_out
+        self._run = RunTracker(
+            self.objective, compare=held_out.compare, keep_top_k=self.config.keep_top_k,
+            labels={k: h.labels for k, h in held_out.sets.items()} if isinstance(held_out.task, SingleLabel) else None,
+            slugs=held_out.task.slugs,
+            objective_set=held_out.target,
+        )
         if self.config.keep_top_k is not None:
             self._host.take_over_rotation(args)  # the Trainer keeps the newest and one best; we keep k
         if state.global_step > 0:
@@ -239,7 +246,7 @@ class BestCheckpointCallback(TrainerCallback):
         checkpoint = checkpoint_name(state.global_step)
         previous = self._run.best
         result = self._held_out.evaluate(model, args, checkpoint)
-        ranked = self._run.propose(checkpoint, state.global_step, result.scores, self._held_out.objective_predictions(result))
+        ranked = self._run.propose(checkpoint, state.global_step, result.scores, result.scores.predictions)
         record = build_record(
             checkpoint=checkpoint, global_step=state.global_step, epoch=state.epoch, labels=self._held_out.labels,
             name=self.config.name, held_out=self._held_out.fingerprints, scores=result.scores,
@@ -301,7 +308,7 @@ class BestCheckpointCallback(TrainerCallback):
             needed = [scores_filename(s) for s in self.config.eval_datasets] if self.config.save_scores else []
             resumed = read_resumed_run(
                 args.output_dir, global_step=state.global_step, checkpoint=checkpoint_name(state.global_step),
-                objective=self.objective, objective_set=self._held_out.target, needed_files=needed,
+                objective=self.objective, set_names=self.config.set_names, needed_files=needed,
             )
         self._run.resume(distributed.broadcast_object(resumed))
         if self._run.records:

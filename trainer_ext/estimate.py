@@ -67,12 +67,16 @@ from .metrics import metric_keys
 from .objectives import Objective, is_score_based, known_direction
 from .selection import choose_best
 
-try:  # the count formulas: one batched implementation (moved to metrics by the metrics refactor)
-    from .metrics import batched_count_metric
-except ImportError:  # pragma: no cover - before that refactor
-    from .uncertainty import batched_count_metric
+from .metrics import batched_count_metric
 
-__all__ = ["METHOD", "BestEstimate", "CheckpointPredictions", "EstimateUnavailable", "estimate_best"]
+__all__ = [
+    "METHOD",
+    "BestEstimate",
+    "CheckpointPredictions",
+    "EstimateUnavailable",
+    "estimate_best",
+    "estimate_for_leaderboard",
+]
 
 METHOD = "bootstrap_bias_corrected"
 
@@ -368,7 +372,9 @@ class _Resampler:
         self.onehot = [
             np.concatenate(
                 (
-                    (rows_predictions[:, lo:hi].T[:, :, None] == np.arange(num_classes - 1)).reshape(hi - lo, -1),
+                    (rows_predictions[:, lo:hi].T[:, :, None] == np.arange(num_classes - 1)).reshape(
+                        hi - lo, rows_predictions.shape[0] * (num_classes - 1)  # explicit: a class may have no rows
+                    ),
                     np.ones((hi - lo, 1), dtype=bool),
                 ),
                 axis=1,
@@ -445,3 +451,35 @@ def _resample_counts(
             oob[name][start : start + size] = both[size:]
             n_oob[name][start : start + size] = both[size:, 0].sum(axis=(1, 2))
     return inbag, oob, n_oob
+
+
+def estimate_for_leaderboard(
+    labels: Mapping[str | None, np.ndarray] | None,
+    predictions: Mapping[str, Mapping[str | None, np.ndarray]],
+    steps: Mapping[str, int],
+    objective: Objective,
+    slugs: Sequence[str],
+    reported_value: float | None,
+) -> tuple[dict | None, str | None]:
+    """``(best_estimate, None)`` for the leaderboard, or ``(None, why)`` when it cannot be computed.
+
+    ``labels``: each set's class ids, None for a task without them (the estimate is then None);
+    ``predictions``: ``{checkpoint: {set: predictions}}`` of the checkpoints that still have them;
+    ``steps``: the global step of every ranked checkpoint (those without predictions are named in the
+    reason when they are left out). Used by the callback at each save and by ``trainer-ext rank`` /
+    ``evaluate`` from the saved scores files.
+    """
+    if labels is None:
+        return None, "no selection-corrected estimate: it resamples class ids (single-label tasks only)"
+    with_predictions = [name for name in steps if name in predictions]
+    checkpoints = [CheckpointPredictions(name, int(steps[name]), predictions[name]) for name in with_predictions]
+    try:
+        estimate = estimate_best(labels, checkpoints, objective, slugs, reported_value=reported_value)
+    except EstimateUnavailable as why:
+        return None, f"no selection-corrected estimate: {why}"
+    left_out = len(steps) - len(with_predictions)
+    note = None
+    if left_out:
+        note = (f"the selection-corrected estimate covers the {len(with_predictions)} checkpoints with saved "
+                f"predictions ({left_out} without them are left out, so it understates the correction)")
+    return estimate.to_dict(), note

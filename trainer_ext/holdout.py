@@ -110,10 +110,6 @@ class HeldOutSets:
         }
         return Evaluation(scores, outputs, info)
 
-    def objective_predictions(self, result: Evaluation) -> np.ndarray | None:
-        """The objective set's per-example predictions (for paired comparisons), or None."""
-        return result.scores.predictions.get(self.target) if self.target in result.scores.predictions else None
-
     def compare(self, first: str, second: str, first_predictions: np.ndarray, second_predictions: np.ndarray):
         """Paired bootstrap of two checkpoints on the objective's held-out set (None when not possible)."""
         target = self.target

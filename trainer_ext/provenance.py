@@ -167,6 +167,7 @@ def _selection(
         "objective": dict(leaderboard_payload.get("objective") or {}),
         "objective_value": chosen.get("objective_value"),
         "interval": chosen.get("interval"),
+        "best_estimate": leaderboard_payload.get("best_estimate"),
         "feasible": chosen.get("feasible"),
         "reason": leaderboard_payload.get("reason"),
         "held_out": sets,
@@ -249,6 +250,13 @@ def _section(selection: Mapping[str, Any], results: Sequence[tuple[str, float]] 
         lines.append(f"- Cost matrix (rows true class, columns predicted): `{objective['cost_matrix']}`")
     lines.append(f"- Objective value: {_value(selection['objective_value'], selection.get('interval'))}"
                  + ("" if selection.get("feasible", True) else " (no checkpoint met every constraint)"))
+    estimate = selection.get("best_estimate")
+    if isinstance(estimate, Mapping) and _number(estimate.get("value")):
+        lines.append(
+            f"- Expected on new data: {_value(estimate['value'], estimate)} (selection-corrected: the held-out "
+            f"value of the best of {selection['checkpoints_evaluated']} checkpoints is optimistic by "
+            f"{estimate['optimism']:+.4f})"
+        )
     for held_out in selection["held_out"]:
         lines.append(
             f"- Held-out set{' ' + repr(held_out['name']) if held_out.get('name') else ''}: "

@@ -313,11 +313,16 @@ def leaderboard_payload(
     protected: Sequence[str] = (),
     reason: str | None = None,
     comparison: Mapping[str, Any] | None = None,
+    best_estimate: Mapping[str, Any] | None = None,
+    estimate_note: str | None = None,
 ) -> dict[str, Any]:
     """The content of ``checkpoint_leaderboard.json``: entries best first. Each entry carries the
     ``fingerprint`` of the held-out set its metrics were measured on (None when unknown: an entry of a
     leaderboard written before this field), so that ``trainer-ext evaluate`` can tell which entries of
-    rotated-away checkpoints are comparable with a new evaluation."""
+    rotated-away checkpoints are comparable with a new evaluation. ``best_estimate`` is the
+    selection-corrected estimate of the chosen checkpoint (:func:`trainer_ext.estimate.estimate_for_leaderboard`),
+    None when it could not be computed; ``estimate_note`` (why not, or what it left out) is added to
+    ``reason``."""
     entries = []
     for ranked in selection.ranking:
         record = records[ranked.checkpoint]
@@ -343,8 +348,9 @@ def leaderboard_payload(
             "schema_version": SCHEMA_VERSION,
             "objective": selection.objective.to_dict(),
             "best_checkpoint": selection.best_checkpoint,
-            "reason": reason or selection.reason,
+            "reason": "; ".join(t for t in (reason or selection.reason, estimate_note) if t),
             "comparison": dict(comparison) if comparison else None,
+            "best_estimate": dict(best_estimate) if best_estimate else None,
             "labels": next(iter(records.values())).labels if records else [],
             "task": next(iter(records.values())).task if records else "single_label",
             "entries": entries,

@@ -17,6 +17,7 @@ __all__ = [
     "format_value",
     "objective_header",
     "comparison_sentence",
+    "estimate_sentence",
     "leaderboard_markdown",
     "leaderboard_table",
     "confusion_table",
@@ -64,6 +65,21 @@ def comparison_sentence(comparison: Mapping[str, Any]) -> str:
     )
 
 
+def estimate_sentence(payload: Mapping[str, Any]) -> str | None:
+    """``recall_negative 0.6450 on the held-out set; expected on new data 0.5800 [0.4900, 0.6700] at 95%
+    (selection-corrected)``, or None when the leaderboard has no ``best_estimate``."""
+    estimate = payload.get("best_estimate")
+    best = next((e for e in payload.get("entries", []) if e.get("checkpoint") == payload.get("best_checkpoint")), None)
+    if not estimate or best is None:
+        return None
+    return (
+        f"{payload['objective']['metric']} {format_value(best.get('objective_value'))} on the held-out set; "
+        f"expected on new data {format_value(estimate.get('value'))} [{format_value(estimate.get('low'))}, "
+        f"{format_value(estimate.get('high'))}] at {estimate.get('confidence', 0.95):.0%} (selection-corrected, "
+        f"{estimate.get('resamples')} resamples; optimism {format_value(estimate.get('optimism'))})"
+    )
+
+
 # ---- the leaderboard -------------------------------------------------------------------------------
 
 
@@ -73,6 +89,8 @@ def leaderboard_markdown(payload: Mapping[str, Any], *, max_classes: int = MAX_C
     columns = _markdown_columns(payload, max_classes)
     lines = ["# Checkpoint leaderboard", "", objective_header(payload["objective"]), ""] if title else []
     lines += [f"Best: **{payload['best_checkpoint']}**. {payload.get('reason', '')}", ""]
+    if estimate_sentence(payload):
+        lines += [estimate_sentence(payload) + ".", ""]
     if payload.get("comparison"):
         lines += [comparison_sentence(payload["comparison"]), ""]
     with_interval = any(entry.get("interval") for entry in payload["entries"])
@@ -122,7 +140,9 @@ def leaderboard_table(payload: Mapping[str, Any], columns: Sequence[str]) -> str
             cells[1] += " *"
         rows.append(cells + [format_value(entry["metrics"].get(c)) for c in columns])
     widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
-    lines = [objective_header(payload["objective"], markdown=False), f"Best: {payload['best_checkpoint']} ({payload['reason']})", ""]
+    lines = [objective_header(payload["objective"], markdown=False), f"Best: {payload['best_checkpoint']} ({payload['reason']})"]
+    lines += [estimate_sentence(payload)] if estimate_sentence(payload) else []
+    lines.append("")
     for row in rows:
         lines.append("  ".join(cell.rjust(w) if i in (0, 2) or i >= 5 else cell.ljust(w)
                                for i, (cell, w) in enumerate(zip(row, widths))).rstrip())

@@ -292,9 +292,47 @@ def rank_records(
     }
     if exists is None:
         exists = existing_checkpoints(output_dir, new_records)
-    payload = leaderboard_payload(result.selection, new_records, exists, comparison=result.comparison_dict)
+    estimate, estimate_note = _best_estimate(records, result.selection, objective, output_dir, set_names, slugs, predictions)
+    payload = leaderboard_payload(
+        result.selection, new_records, exists, comparison=result.comparison_dict,
+        best_estimate=estimate, estimate_note=estimate_note,
+    )
     notes += _fingerprint_notes(records.values())
     return Ranking(result.selection, new_records, dict(exists), payload, tuple(notes), p_value_of(compare))
+
+
+def _best_estimate(
+    records: Mapping[str, CheckpointRecord],
+    selection: Any,
+    objective: Objective,
+    output_dir: Path,
+    set_names: Sequence[str | None],
+    slugs: Sequence[str],
+    given: Mapping[str, tuple[np.ndarray, np.ndarray]] | None,
+) -> tuple[dict | None, str | None]:
+    """The leaderboard's ``best_estimate`` from the predictions given (one held-out set, in memory) or
+    saved in each checkpoint's scores files; a checkpoint whose saved labels differ from the others' (another
+    held-out set) is left out."""
+    from .estimate import estimate_for_leaderboard
+
+    if not slugs or any(r.task != "single_label" for r in records.values()):
+        return estimate_for_leaderboard(None, {}, {}, objective, slugs, None)
+    labels: dict[str | None, np.ndarray] = {}
+    predictions: dict[str, dict[str | None, np.ndarray]] = {}
+    for set_name in set_names:
+        saved = dict(read_predictions(output_dir, records, set_name))
+        if given and set_names == [None]:
+            saved.update({k: SavedPredictions(*v) for k, v in given.items()})
+        for name in sorted(saved, key=lambda n: records[n].global_step):
+            reference = labels.setdefault(set_name, saved[name].labels)
+            if np.array_equal(reference, saved[name].labels):
+                predictions.setdefault(name, {})[set_name] = saved[name].predictions
+    complete = {name: p for name, p in predictions.items() if len(p) == len(set_names)}
+    best = selection.best
+    steps = {r.checkpoint: r.global_step for r in selection.ranking}
+    return estimate_for_leaderboard(
+        labels or None, complete, steps, objective, slugs, None if best is None else best.objective_value
+    )
 
 
 def _comparer(

@@ -54,7 +54,7 @@ class ResumedRun:
     """What a resumed run reads back (on the main process, then shared with every rank)."""
 
     records: dict[str, CheckpointRecord]
-    predictions: dict[str, np.ndarray]  # objective set's per-example predictions, for paired comparisons
+    predictions: dict[str, dict[str | None, np.ndarray]]  # per checkpoint, per held-out set
     unrecorded: str | None  # the checkpoint resumed from, when its record or scores are incomplete
 
 
@@ -67,15 +67,34 @@ class RunTracker:
             comparison (:class:`~trainer_ext.uncertainty.PairedComparison`) of two checkpoints on the
             same examples, or None when the objective's key cannot be resampled from predictions.
         keep_top_k: how many of the best checkpoints rotation must keep (None: the Trainer rotates).
+        labels: each held-out set's labels (``{None: labels}`` with one set), for the leaderboard's
+            selection-corrected ``best_estimate``; ``slugs`` the class slugs; ``objective_set`` the set the
+            objective reads (None when it combines several): its predictions go to ``compare``.
+
+    ``predictions[checkpoint][set]`` are each checkpoint's per-example predictions (after a tuned
+    threshold), kept for paired comparisons and the estimate (int16: 2 bytes an example).
     """
 
-    def __init__(self, objective: Objective, *, compare: Any = None, keep_top_k: int | None = None) -> None:
+    def __init__(
+        self,
+        objective: Objective,
+        *,
+        compare: Any = None,
+        keep_top_k: int | None = None,
+        labels: Mapping[str | None, np.ndarray] | None = None,
+        slugs: Sequence[str] = (),
+        objective_set: str | None = None,
+    ) -> None:
         self.objective = objective
         self.keep_top_k = keep_top_k
         self._compare = compare
+        self._labels = labels
+        self._slugs = list(slugs)
+        self._objective_set = objective_set
         self.records: dict[str, CheckpointRecord] = {}
         self.exists: dict[str, bool] = {}
-        self.predictions: dict[str, np.ndarray] = {}
+        self.predictions: dict[str, dict[str | None, np.ndarray]] = {}
+        self._estimate: tuple[Any, tuple[dict | None, str | None]] | None = None  # (inputs, result) cache
         self.pending: PendingEvaluation | None = None
         self.selection: Selection | None = None
         self.comparison: dict[str, Any] | None = None
@@ -109,8 +128,10 @@ class RunTracker:
         """The content of checkpoint_leaderboard.json, or None before any checkpoint is recorded."""
         if self.selection is None:
             return None
+        estimate, note = self._best_estimate()
         return leaderboard_payload(
-            self.selection, self.records, self.exists, protected=self.protected(), comparison=self.comparison
+            self.selection, self.records, self.exists, protected=self.protected(), comparison=self.comparison,
+            best_estimate=estimate, estimate_note=note,
         )
 
     def folders_to_rotate(self, folders: Sequence[str], save_total_limit: int | None) -> list[str]:
@@ -127,11 +148,12 @@ class RunTracker:
 
     # ---- what happened ------------------------------------------------------------------------
 
-    def propose(self, checkpoint: str, global_step: int, scores: Any, predictions: np.ndarray | None) -> RankedCandidate:
+    def propose(
+        self, checkpoint: str, global_step: int, scores: Any, predictions: Mapping[str | None, np.ndarray]
+    ) -> RankedCandidate:
         """A new evaluation of ``checkpoint``: rank it among the recorded ones (the selection now includes
-        it) and return its place. ``predictions``: the objective set's per-example predictions."""
-        if predictions is not None:
-            self.predictions[checkpoint] = np.asarray(predictions).astype(np.int16)
+        it) and return its place. ``predictions``: per held-out set, the per-example predictions."""
+        self.predictions[checkpoint] = {k: np.asarray(v).astype(np.int16) for k, v in predictions.items()}
         candidates = [c for c in self._candidates() if c.checkpoint != checkpoint]
         candidates.append(Candidate(checkpoint, global_step, scores.metrics))
         self.select(candidates=candidates)
@@ -183,10 +205,27 @@ class RunTracker:
             candidates.append(Candidate(record.checkpoint, record.global_step, record.metrics))
         return candidates
 
+    def _best_estimate(self) -> tuple[dict | None, str | None]:
+        """The selection-corrected estimate of the best, recomputed only when the ranking changed."""
+        from .estimate import estimate_for_leaderboard
+
+        ranking = self.selection.ranking
+        inputs = tuple((r.checkpoint, r.objective_value, r.checkpoint in self.predictions) for r in ranking)
+        if self._estimate is None or self._estimate[0] != inputs:
+            best = self.best
+            result = estimate_for_leaderboard(
+                self._labels, self.predictions, {r.checkpoint: r.global_step for r in ranking},
+                self.objective, self._slugs, None if best is None else best.objective_value,
+            )
+            self._estimate = (inputs, result)
+        return self._estimate[1]
+
     def _paired(self, first: str, second: str):
-        if self._compare is None or first not in self.predictions or second not in self.predictions:
+        target = self._objective_set
+        a, b = self.predictions.get(first, {}).get(target), self.predictions.get(second, {}).get(target)
+        if self._compare is None or a is None or b is None:
             return None
-        return self._compare(first, second, self.predictions[first], self.predictions[second])
+        return self._compare(first, second, a, b)
 
 
 def incomplete_checkpoint(
@@ -209,14 +248,16 @@ def read_resumed_run(
     global_step: int,
     checkpoint: str,
     objective: Objective,
-    objective_set: str | None,
+    set_names: Sequence[str | None],
     needed_files: Iterable[str],
 ) -> ResumedRun:
     """The records of the run being resumed at ``global_step`` (later ones are forgotten), the saved
-    predictions of the objective's held-out set, and whether ``checkpoint`` still needs its record.
+    predictions of every held-out set, and whether ``checkpoint`` still needs its record.
     Reads the file system: call it on the main process and share the result."""
     records = read_records(output_dir, up_to_step=global_step, objective=objective)
-    saved = read_predictions(output_dir, records, objective_set)
-    predictions = {name: p.predictions.astype(np.int16) for name, p in saved.items()}
+    predictions: dict[str, dict[str | None, np.ndarray]] = {}
+    for set_name in set_names:
+        for name, saved in read_predictions(output_dir, records, set_name).items():
+            predictions.setdefault(name, {})[set_name] = saved.predictions.astype(np.int16)
     unrecorded = incomplete_checkpoint(output_dir, checkpoint, records, needed_files)
     return ResumedRun(records, predictions, unrecorded)

@@ -446,3 +446,14 @@ def test_malformed_inputs_name_the_argument():
 def test_estimate_imports_neither_torch_nor_transformers():
     code = "import sys, trainer_ext.estimate; assert 'torch' not in sys.modules and 'transformers' not in sys.modules"
     subprocess.run([sys.executable, "-c", code], check=True, timeout=120)
+
+
+def test_a_class_absent_from_the_held_out_set_is_estimated_not_refused():
+    """Only positives in the held-out set: recall_negative is 0 everywhere (zero support), every choice
+    ties, and the estimate is 0 with no optimism (it used to fail on the empty class's block)."""
+    rng = np.random.default_rng(3)
+    labels = np.ones(50, dtype=np.int64)
+    checkpoints = [CheckpointPredictions(f"checkpoint-{s}", s, {None: rng.integers(0, 2, 50)}) for s in (1, 2, 3)]
+    objective = Objective("recall_negative", bootstrap_resamples=200)
+    result = estimate_best({None: labels}, checkpoints, objective, ["negative", "positive"], reported_value=0.0)
+    assert (result.value, result.low, result.high, result.optimism) == (0.0, 0.0, 0.0, 0.0)
