@@ -390,7 +390,8 @@ def test_pure_modules_import_neither_torch_nor_transformers():
     code = (
         "import sys, trainer_ext.selection, trainer_ext.objectives, trainer_ext.records, trainer_ext.metrics, "
         "trainer_ext.uncertainty, trainer_ext.thresholds, trainer_ext.scoring, trainer_ext.run_folder, "
-        "trainer_ext.render; "
+        "trainer_ext.render, trainer_ext.tracker, trainer_ext.tasks, trainer_ext.estimate, trainer_ext.config, "
+        "trainer_ext.provenance; "
         "loaded = [m for m in ('torch', 'transformers') if m in sys.modules]; "
         "assert not loaded, loaded"
     )
