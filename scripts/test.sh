@@ -1,9 +1,22 @@
 #!/usr/bin/env bash
 # Run the test suite in .venv (created and installed on first use).
 # Arguments go to pytest:  scripts/test.sh -k leaderboard -x
+#
+#   scripts/test.sh --lowest [pytest args]   the same suite in .venv-lowest, on the lowest releases we
+#                                            support (the pins in constraints-lowest.txt)
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
+
+label="newest releases"
+if [[ "${1:-}" == "--lowest" ]]; then
+    shift
+    VENV_DIR=.venv-lowest
+    CONSTRAINTS=constraints-lowest.txt
+    label="lowest supported releases ($CONSTRAINTS)"
+fi
 source scripts/ensure_venv.sh
+# tests/unit/test_versions.py reads it: in the lowest venv every pin must be what is installed.
+export TRAINER_EXT_CONSTRAINTS="$CONSTRAINTS"
 
 # Everything runs offline: no test may reach the Hugging Face Hub.
 export TOKENIZERS_PARALLELISM=false
@@ -14,6 +27,7 @@ export HF_DATASETS_OFFLINE=1
 # contending, and the multi-process tests run two processes on the two cores anyway.
 export OMP_NUM_THREADS=1
 
+echo "scripts/test.sh: $label, in $VENV_DIR: $("$VENV_PYTHON" -c 'import transformers, accelerate, torch; print(f"transformers {transformers.__version__}, accelerate {accelerate.__version__}, torch {torch.__version__}")')" >&2
 status=0
 timeout --kill-after=30s 14m "$VENV_PYTHON" -m pytest -q tests "$@" || status=$?
 if [[ $status -eq 124 ]]; then
