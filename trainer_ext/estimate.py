@@ -66,6 +66,7 @@ import numpy as np
 from .metrics import metric_keys
 from .objectives import Objective, is_score_based, known_direction
 from .selection import choose_best
+from .uncertainty import Interval
 
 from .metrics import batched_count_metric
 
@@ -104,37 +105,19 @@ class CheckpointPredictions:
 
 
 @dataclass(frozen=True)
-class BestEstimate:
+class BestEstimate(Interval):
     """The chosen checkpoint's expected objective value on new data from the held-out distribution.
 
     ``value``: mean out-of-bag score of the resamples' choices (the objective's units and direction).
     ``low``/``high``: interval at ``confidence`` (see the module docstring). ``resamples``: resamples
     drawn (``objective.bootstrap_resamples``); ``seed``: ``objective.seed``. ``optimism``: the reported
     value minus ``value``, so positive when the report is too high for a higher-is-better key and
-    negative when it is too optimistic for a lower-is-better one (``expected_cost``).
+    negative when it is too optimistic for a lower-is-better one (``expected_cost``). ``to_dict()`` is
+    the leaderboard's ``best_estimate`` object (exactly these eight keys).
     """
 
-    value: float
-    low: float
-    high: float
-    confidence: float
-    resamples: int
-    seed: int
-    optimism: float
+    optimism: float = math.nan
     method: str = METHOD
-
-    def to_dict(self) -> dict[str, float | int | str]:
-        """The leaderboard's ``best_estimate`` object (exactly these keys)."""
-        return {
-            "value": self.value,
-            "low": self.low,
-            "high": self.high,
-            "confidence": self.confidence,
-            "resamples": self.resamples,
-            "seed": self.seed,
-            "method": self.method,
-            "optimism": self.optimism,
-        }
 
 
 def estimate_best(
