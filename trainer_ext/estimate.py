@@ -66,7 +66,7 @@ import numpy as np
 from .metrics import metric_keys
 from .objectives import Objective, is_score_based, known_direction
 from .selection import choose_best
-from .uncertainty import Interval
+from .uncertainty import Interval, percentile_interval
 
 from .metrics import batched_count_metric
 
@@ -206,12 +206,11 @@ def estimate_best(
     value = float(scores[valid].mean())
     size = sum(resamplers[name].n for name in read)
     deviations = (scores[valid] - value) * np.sqrt(out_of_bag[valid] / size)
-    tail = (1.0 - objective.confidence) / 2.0 * 100.0
-    low, high = np.percentile(deviations, [tail, 100.0 - tail]) + value
+    low, high = percentile_interval(deviations, objective.confidence)
     return BestEstimate(
         value=value,
-        low=float(low),
-        high=float(high),
+        low=value + low,
+        high=value + high,
         confidence=objective.confidence,
         resamples=resamples,
         seed=objective.seed,
