@@ -159,6 +159,38 @@ def estimate_best(
         raise EstimateUnavailable("bootstrap_resamples=0 turns the bootstrap, and so the estimate, off")
     if reported_value is None or math.isnan(float(reported_value)):
         raise EstimateUnavailable("no checkpoint has a finite objective value")
+    resamplers = _resamplers(labels, checkpoints, slugs, min_checkpoints)
+    walk_objective = objective.replace(require_significance=False) if objective.require_significance else objective
+    resamples = objective.bootstrap_resamples
+    inbag, oob, n_oob = _resample_counts(resamplers, resamples, np.random.default_rng(objective.seed))
+    counts = _Counts(objective, slugs, plan)
+    chosen = choose_best({key: counts.values(key, inbag) for key in objective.keys}, walk_objective).best
+
+    scores, out_of_bag, size = _out_of_bag_scores(counts, objective.metric, plan, chosen, oob, n_oob, resamplers)
+    valid = ~np.isnan(scores)
+    if not valid.any():
+        raise EstimateUnavailable(
+            "no resample had both a checkpoint with a finite value in-bag and an out-of-bag example"
+        )
+    value = float(scores[valid].mean())
+    deviations = (scores[valid] - value) * np.sqrt(out_of_bag[valid] / size)
+    low, high = percentile_interval(deviations, objective.confidence)
+    return BestEstimate(
+        value=value,
+        low=value + low,
+        high=value + high,
+        confidence=objective.confidence,
+        resamples=resamples,
+        seed=objective.seed,
+        optimism=float(reported_value) - value,
+    )
+
+
+def _resamplers(
+    labels: Mapping[str | None, np.ndarray], checkpoints: Iterable[CheckpointPredictions], slugs: list[str],
+    min_checkpoints: int,
+) -> dict[str | None, _Resampler]:
+    """One resampler per held-out set over the checkpoints with predictions on every set (walk order)."""
     sets = {name: _class_ids(y, f"labels[{name!r}]", len(slugs)) for name, y in labels.items()}
     if not sets:
         raise ValueError("labels: expected at least one held-out set; got none")
@@ -171,7 +203,7 @@ def estimate_best(
             f"{len(usable)} of {len(given)} checkpoints have predictions on every held-out set; the "
             f"selection-corrected estimate needs at least {min_checkpoints}"
         )
-    resamplers = {}
+    resamplers: dict[str | None, _Resampler] = {}
     for name, y in sets.items():
         predictions = []
         for c in usable:
@@ -184,38 +216,21 @@ def estimate_best(
             predictions.append(p)
         resamplers[name] = _Resampler(y, np.stack(predictions), len(slugs))
 
-    walk_objective = objective.replace(require_significance=False) if objective.require_significance else objective
-    resamples = objective.bootstrap_resamples
-    inbag, oob, n_oob = _resample_counts(resamplers, resamples, np.random.default_rng(objective.seed))
-    counts = _Counts(objective, slugs, plan)
-    chosen = choose_best({key: counts.values(key, inbag) for key in objective.keys}, walk_objective).best
+    return resamplers
 
-    rows = np.arange(resamples)
+
+def _out_of_bag_scores(counts, metric, plan, chosen, oob, n_oob, resamplers) -> tuple[np.ndarray, np.ndarray, int]:
+    """Each resample's out-of-bag score of its choice (NaN without a choice or without an out-of-bag
+    example), the out-of-bag sizes and the held-out size of the sets the key reads."""
+    rows = np.arange(chosen.size)
     picked = {name: cms[rows, np.maximum(chosen, 0)] for name, cms in oob.items()}  # [R, C, C]
-    scores = counts.values(objective.metric, picked)
-    read = plan[objective.metric].sets  # the sets the objective's score reads
+    scores = counts.values(metric, picked)
+    read = plan[metric].sets  # the sets the objective's score reads
     out_of_bag = sum(n_oob[name] for name in read)
     scores[chosen < 0] = np.nan  # no finite in-bag value: no choice
     for name in read:
         scores[n_oob[name] == 0] = np.nan  # nothing left out (a handful of examples)
-    valid = ~np.isnan(scores)
-    if not valid.any():
-        raise EstimateUnavailable(
-            "no resample had both a checkpoint with a finite value in-bag and an out-of-bag example"
-        )
-    value = float(scores[valid].mean())
-    size = sum(resamplers[name].n for name in read)
-    deviations = (scores[valid] - value) * np.sqrt(out_of_bag[valid] / size)
-    low, high = percentile_interval(deviations, objective.confidence)
-    return BestEstimate(
-        value=value,
-        low=value + low,
-        high=value + high,
-        confidence=objective.confidence,
-        resamples=resamples,
-        seed=objective.seed,
-        optimism=float(reported_value) - value,
-    )
+    return scores, out_of_bag, sum(resamplers[name].n for name in read)
 
 
 # ---- keys ------------------------------------------------------------------------------------------
