@@ -346,11 +346,7 @@ def select_best(
     not_significant = [names[i] for i in choice.not_significant[0]]
 
     if best is not None and not best.feasible and final and objective.on_infeasible == "raise":
-        raise InfeasibleObjectiveError(
-            f"objective: no checkpoint meets every constraint of {objective.metric!r}; the closest, "
-            f"{best.checkpoint}, misses {dict((k, v) for k, v in best.violations.items() if v > 0)} "
-            f"(scaled by each bound). Relax the constraints or use on_infeasible='least_violation'."
-        )
+        _raise_infeasible(best, objective)
 
     rest = sorted((r for r in ranked if r is not best), key=lambda r: _order_key(r, metrics[r.checkpoint], objective))
     ordered = ([best] if best is not None else []) + rest
@@ -362,6 +358,14 @@ def select_best(
         best=ranking[0] if best is not None else None,
         ranking=ranking,
         reason=_explain(ranking[0] if best is not None else None, ranked, why, objective, not_significant),
+    )
+
+
+def _raise_infeasible(best: RankedCandidate, objective: Objective) -> None:
+    raise InfeasibleObjectiveError(
+        f"objective: no checkpoint meets every constraint of {objective.metric!r}; the closest, "
+        f"{best.checkpoint}, misses {dict((k, v) for k, v in best.violations.items() if v > 0)} "
+        f"(scaled by each bound). Relax the constraints or use on_infeasible='least_violation'."
     )
 
 
