@@ -20,6 +20,19 @@ then calls ``on_save``. So:
    the leaderboard and the best fields of the new folder's ``trainer_state.json``; every rank waits.
 3. ``on_train_end``: final selection, and the business-best weights loaded when the Trainer does not
    load them itself (``load_best_model_at_end=False``).
+
+The run control of issue 13 (``eval_steps``, ``save``, ``early_stopping_*``) decides in the same
+``on_step_end`` / ``on_epoch_end``: with ``eval_steps=N`` the callback evaluates the in-memory model at
+every N-th optimizer step and at the last one (``state.max_steps``), whatever the Trainer's strategies;
+with ``save="improved"`` / ``"top_k"`` it owns ``control.should_save`` (True exactly at the evaluations
+that deserve a checkpoint, False otherwise), and the Trainer then saves and rotates as usual. An
+evaluation without a checkpoint is an unsaved entry (``saved: false`` in the leaderboard, every metric
+kept). **Rule for unsaved bests:** only an evaluation whose checkpoint is written can be the best
+(``best_model_checkpoint``); under ``save="all"`` with ``eval_steps`` not aligned with the Trainer's
+saves, an evaluation at a step the Trainer does not save is listed but never chosen, however good (the
+Trainer's saves at other steps are evaluated as before). Under ``"improved"`` every new best is saved,
+so the choice equals the best of all evaluations. Early stopping counts the evaluations since the
+business-best last improved by more than ``early_stopping_threshold`` (an unsaved one never improves it).
 """
 
 from __future__ import annotations
@@ -101,6 +114,16 @@ class BestCheckpointCallback(TrainerCallback):
         label_column: the column of the gold labels (default: ``labels``, else ``label``).
         task: what the model's head does; default: read from the model (``config.problem_type``, the
             model class). A name (``"single_label"``, ...) or a task object overrides it.
+        eval_steps: evaluate every ``eval_steps`` optimizer steps and at the last step, whatever the
+            Trainer's ``save_strategy`` / ``eval_strategy`` (also ``"no"``). Default None: evaluate at
+            every save of the Trainer.
+        save: ``"all"`` (default: checkpoints follow the Trainer's schedule), ``"improved"`` (save exactly
+            at the evaluations that give a new business-best, under the objective's constraints,
+            ``min_delta`` and significance), ``"top_k"`` (save the evaluations that enter the
+            ``keep_top_k`` best). ``save_total_limit`` still bounds the folders and never deletes the best.
+        early_stopping_patience: stop training (``control.should_training_stop``) after this many
+            evaluations in a row without improving the business-best; default None: never.
+        early_stopping_threshold: the improvement must exceed this (absolute, objective's units).
 
     The held-out set may be the Trainer's own ``eval_dataset``: columns the model's ``forward`` does not
     accept (a ``sentence`` text column, ids) are dropped exactly as the Trainer's
@@ -129,12 +152,17 @@ class BestCheckpointCallback(TrainerCallback):
         text_column: str = "text",
         label_column: str | None = None,
         task: Any = None,
+        eval_steps: int | None = None,
+        save: str = "all",
+        early_stopping_patience: int | None = None,
+        early_stopping_threshold: float = 0.0,
     ) -> None:
         self.config = CallbackConfig.from_arguments(
             eval_dataset, objective, data_collator=data_collator, batch_size=batch_size, name=name,
             load_best_at_end=load_best_at_end, label_names=label_names, save_scores=save_scores,
             keep_top_k=keep_top_k, custom_metrics=custom_metrics, evaluate_modules=evaluate_modules,
-            text_column=text_column, label_column=label_column, task=task,
+            text_column=text_column, label_column=label_column, task=task, eval_steps=eval_steps, save=save,
+            early_stopping_patience=early_stopping_patience, early_stopping_threshold=early_stopping_threshold,
         )
         self.objective = self.config.objective
         self._held_out: HeldOutSets | None = None  # made in on_train_begin
@@ -168,7 +196,7 @@ class BestCheckpointCallback(TrainerCallback):
             self._host.take_over_rotation(args)  # the Trainer keeps the newest and one best; we keep k
         if state.global_step > 0:
             self._resume(args, state)
-        if saves_nothing(args):
+        if saves_nothing(args) and self.config.save == "all":
             warnings.warn(
                 "BestCheckpointCallback: save_strategy='no' saves no checkpoint, so there is nothing to evaluate "
                 "or choose. Use save_strategy='epoch' or 'steps'.",
@@ -233,12 +261,49 @@ class BestCheckpointCallback(TrainerCallback):
         self._run.forget_unsaved(state.global_step)
         will_save = control.should_save or (best_strategy(args) and control.should_evaluate)
         checkpoint = checkpoint_name(state.global_step)
-        if will_save and not self._run.is_pending(checkpoint):
-            self._evaluate_and_rank(args, state, control, model)
+        config = self.config
+        if config.eval_steps is None and config.save == "all" and config.early_stopping_patience is None:
+            if will_save and not self._run.is_pending(checkpoint):
+                self._evaluate_and_rank(args, state, control, model)  # today's behaviour, unchanged
+        else:
+            self._run_control(args, state, control, model, will_save)
         if control.should_evaluate and args.metric_for_best_model is not None:
             best = self._run.best
             new_best = best is not None and best.checkpoint == checkpoint and self._run.is_pending(checkpoint)
             self._host.gate.close(args, state, new_best=new_best)
+
+    def _run_control(self, args, state, control, model, will_save: bool) -> None:
+        """Issue 13: evaluate on our schedule, ask for the saves that can win, stop when stale."""
+        config, step = self.config, state.global_step
+        checkpoint = checkpoint_name(step)
+        if config.eval_steps is None:
+            due = will_save
+        else:
+            due = step % config.eval_steps == 0 or step >= state.max_steps
+        if due and not self._run.evaluated(step):
+            previous = self._run.best
+            self._evaluate_and_rank(args, state, control, model)
+            keep = will_save if config.save == "all" else self._run.deserves_save(checkpoint, config.save)
+            if not keep:
+                self._run.set_aside()
+                self._apply_best(args, state)
+                failure = _on_main(state, lambda: self._write_leaderboard(args))
+                distributed.raise_if_any(failure, f"writing the leaderboard after {checkpoint}", on="the main process")
+            if config.early_stopping_patience is not None:
+                improved = self._run.improves(checkpoint, previous, config.early_stopping_threshold)
+                stale = self._run.count_for_patience(improved)
+                if stale >= config.early_stopping_patience:
+                    control.should_training_stop = True
+                    if state.is_world_process_zero:
+                        best = self._run.best
+                        logger.info(
+                            "Early stopping at step %d: %d evaluations in a row without improving %s by more than %g; "
+                            "best checkpoint %s (%s = %s).", step, stale, self.objective.metric,
+                            config.early_stopping_threshold, None if best is None else best.checkpoint,
+                            self.objective.metric, None if best is None else best.objective_value,
+                        )
+        if config.save != "all":
+            control.should_save = self._run.is_pending(checkpoint)
 
     def _evaluate_and_rank(self, args, state, control, model, *, log: bool = True) -> None:
         if self._held_out is None:
@@ -311,6 +376,7 @@ class BestCheckpointCallback(TrainerCallback):
                 objective=self.objective, set_names=self.config.set_names, needed_files=needed,
             )
         self._run.resume(distributed.broadcast_object(resumed))
+        self._run.replay_patience(self.config.early_stopping_threshold)
         if self._run.records:
             self._apply_best(args, state)
             self._share_existing(args)

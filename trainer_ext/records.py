@@ -315,6 +315,7 @@ def leaderboard_payload(
     comparison: Mapping[str, Any] | None = None,
     best_estimate: Mapping[str, Any] | None = None,
     estimate_note: str | None = None,
+    unsaved: Mapping[str, CheckpointRecord] | None = None,
 ) -> dict[str, Any]:
     """The content of ``checkpoint_leaderboard.json``: entries best first. Each entry carries the
     ``fingerprint`` of the held-out set its metrics were measured on (None when unknown: an entry of a
@@ -322,7 +323,9 @@ def leaderboard_payload(
     rotated-away checkpoints are comparable with a new evaluation. ``best_estimate`` is the
     selection-corrected estimate of the chosen checkpoint (:func:`trainer_ext.estimate.estimate_for_leaderboard`),
     None when it could not be computed; ``estimate_note`` (why not, or what it left out) is added to
-    ``reason``."""
+    ``reason``. ``unsaved``: evaluations for which no checkpoint was written (``eval_steps``/``save=``),
+    listed after the ranked entries in step order with ``saved: false`` and ``rank: null`` (never
+    candidates for the best); ranked entries have ``saved: true``."""
     entries = []
     for ranked in selection.ranking:
         record = records[ranked.checkpoint]
@@ -341,6 +344,17 @@ def leaderboard_payload(
                 "decision_threshold": record.decision_threshold,
                 "metrics": record.metrics,
                 "fingerprint": record.eval_set.get("fingerprint"),
+                "saved": True,
+            }
+        )
+    for record in sorted((unsaved or {}).values(), key=lambda r: r.global_step):
+        entries.append(
+            {
+                "rank": None, "checkpoint": record.checkpoint, "global_step": record.global_step,
+                "epoch": record.epoch, "objective_value": record.objective_value, "feasible": record.feasible,
+                "violations": dict(record.violations), "exists": False, "protected": False,
+                "interval": record.objective_interval, "decision_threshold": record.decision_threshold,
+                "metrics": record.metrics, "fingerprint": record.eval_set.get("fingerprint"), "saved": False,
             }
         )
     return _jsonable(

@@ -12,20 +12,28 @@ Life of one evaluation::
     tracker.hold(PendingEvaluation(record, scores, outputs))    # waiting for the Trainer's save
     ...                                                         # the Trainer saves the folder
     pending = tracker.commit()                                  # now a record of the run
+
+or, when no checkpoint is written for it (``eval_steps`` / ``save=`` of issue 13)::
+
+    tracker.set_aside()                                         # an unsaved entry: leaderboard only
+
+Unsaved evaluations (``tracker.unsaved``) are kept in memory and listed in the leaderboard with
+``saved: false``; they are never candidates for the best (only a checkpoint on disk can be
+``best_model_checkpoint``), and :func:`read_resumed_run` brings them back from the leaderboard.
 """
 
 from __future__ import annotations
 
 import math
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from .objectives import Objective
-from .records import RECORD_FILENAME, TRAINER_STATE_FILENAME, CheckpointRecord, leaderboard_payload
+from .records import LEADERBOARD_FILENAME, RECORD_FILENAME, TRAINER_STATE_FILENAME, CheckpointRecord, leaderboard_payload, read_json
 from .run_folder import read_predictions, read_records
 from .selection import Candidate, RankedCandidate, Selection, candidates_of, rank
 
@@ -56,6 +64,7 @@ class ResumedRun:
     records: dict[str, CheckpointRecord]
     predictions: dict[str, dict[str | None, np.ndarray]]  # per checkpoint, per held-out set
     unrecorded: str | None  # the checkpoint resumed from, when its record or scores are incomplete
+    unsaved: dict[str, CheckpointRecord] = field(default_factory=dict)  # evaluations without a checkpoint
 
 
 class RunTracker:
@@ -99,6 +108,8 @@ class RunTracker:
         self.selection: Selection | None = None
         self.comparison: dict[str, Any] | None = None
         self.unrecorded: str | None = None
+        self.unsaved: dict[str, CheckpointRecord] = {}  # evaluated, never saved: leaderboard only
+        self.stale = 0  # evaluations in a row without improving the business-best (early stopping)
 
     # ---- questions ----------------------------------------------------------------------------
 
@@ -131,8 +142,50 @@ class RunTracker:
         estimate, note = self._best_estimate()
         return leaderboard_payload(
             self.selection, self.records, self.exists, protected=self.protected(), comparison=self.comparison,
-            best_estimate=estimate, estimate_note=note,
+            best_estimate=estimate, estimate_note=note, unsaved=self.unsaved,
         )
+
+    def evaluated(self, global_step: int) -> bool:
+        """Whether an evaluation of ``global_step`` is already recorded, pending or set aside."""
+        return any(r.global_step == global_step for r in (*self.records.values(), *self.unsaved.values())) or (
+            self.pending is not None and self.pending.global_step == global_step
+        )
+
+    def deserves_save(self, checkpoint: str, save: str) -> bool:
+        """``save="improved"``: ``checkpoint`` (just proposed) is the new business-best; ``save="top_k"``:
+        it is among the ``keep_top_k`` best; ``save="all"``: always."""
+        if save == "all":
+            return True
+        if self.selection is None:
+            return False
+        if save == "improved":
+            return self.selection.best_checkpoint == checkpoint
+        return checkpoint in [r.checkpoint for r in self.selection.ranking[: self.keep_top_k]]
+
+    def improves(self, checkpoint: str, previous: RankedCandidate | None, threshold: float) -> bool:
+        """Whether ``checkpoint`` became the business-best and beats ``previous`` (the best before it) by
+        more than ``threshold`` in the objective's units. A feasible best after an infeasible one is an
+        improvement; an infeasible evaluation never beats a feasible best (the ranking puts it below)."""
+        return self._beats(self.best, checkpoint, previous, threshold)
+
+    def _beats(self, best: RankedCandidate | None, checkpoint: str, previous: RankedCandidate | None, threshold: float) -> bool:
+        if best is None or best.checkpoint != checkpoint:
+            return False
+        if previous is None or previous.checkpoint == checkpoint:
+            return True
+        if best.feasible and not previous.feasible:
+            return True
+        if previous.objective_value is None:
+            return best.objective_value is not None
+        if best.objective_value is None:
+            return False
+        delta = best.objective_value - previous.objective_value
+        return (delta if self.objective.greater_is_better else -delta) > threshold
+
+    def count_for_patience(self, improved: bool) -> int:
+        """One more evaluation for early stopping: the count of evaluations in a row without improvement."""
+        self.stale = 0 if improved else self.stale + 1
+        return self.stale
 
     def folders_to_rotate(self, folders: Sequence[str], save_total_limit: int | None) -> list[str]:
         """keep_top_k's rotation: which of ``folders`` (checkpoint folder names in step order) to delete
@@ -171,6 +224,20 @@ class RunTracker:
         self.records[pending.checkpoint] = pending.record
         return pending
 
+    def set_aside(self) -> CheckpointRecord:
+        """The pending evaluation will not be saved: it becomes an unsaved entry (leaderboard only), and
+        the selection goes back to the saved checkpoints."""
+        pending, self.pending = self.pending, None
+        if pending is None:
+            raise RuntimeError("trainer_ext: no evaluation to set aside")
+        self.unsaved[pending.checkpoint] = pending.record
+        self.predictions.pop(pending.checkpoint, None)
+        if self.records:
+            self.select()
+        else:
+            self.selection, self.comparison = None, None
+        return pending.record
+
     def forget_unsaved(self, global_step: int) -> None:
         """An evaluation of an earlier step that was never saved (``save_strategy="best"`` when it was not
         a new best) is dropped."""
@@ -192,9 +259,27 @@ class RunTracker:
     def resume(self, resumed: ResumedRun) -> None:
         """Continue the run read back from disk (:func:`read_resumed_run`)."""
         self.records, self.predictions = dict(resumed.records), dict(resumed.predictions)
+        self.unsaved = dict(resumed.unsaved)
         self.unrecorded = resumed.unrecorded
         if self.records:
             self.select()
+
+    def replay_patience(self, threshold: float) -> int:
+        """After :meth:`resume`: the early-stopping count the interrupted run had, replayed from its
+        evaluations in step order (a saved one may have improved the best; an unsaved one never did)."""
+        history = sorted((*self.records.values(), *self.unsaved.values()), key=lambda r: r.global_step)
+        candidates: list[Candidate] = []
+        previous: RankedCandidate | None = None
+        self.stale = 0
+        for record in history:
+            improved = False
+            if record.checkpoint in self.records:
+                candidates.append(Candidate(record.checkpoint, record.global_step, record.metrics))
+                best = rank(list(candidates), self.objective, compare=self._paired).selection.best
+                improved = self._beats(best, record.checkpoint, previous, threshold)
+                previous = best
+            self.count_for_patience(improved)
+        return self.stale
 
     # ---- internals ----------------------------------------------------------------------------
 
@@ -259,5 +344,14 @@ def read_resumed_run(
     for set_name in set_names:
         for name, saved in read_predictions(output_dir, records, set_name).items():
             predictions.setdefault(name, {})[set_name] = saved.predictions.astype(np.int16)
+    unsaved = {name: records.pop(name) for name in _unsaved_entries(output_dir) if name in records}
     unrecorded = incomplete_checkpoint(output_dir, checkpoint, records, needed_files)
-    return ResumedRun(records, predictions, unrecorded)
+    return ResumedRun(records, predictions, unrecorded, unsaved)
+
+
+def _unsaved_entries(output_dir: str | Path) -> list[str]:
+    """The leaderboard's entries with ``saved: false`` (evaluations without a checkpoint)."""
+    path = Path(output_dir) / LEADERBOARD_FILENAME
+    if not path.is_file():
+        return []
+    return [e["checkpoint"] for e in read_json(path).get("entries", []) if e.get("saved") is False]
