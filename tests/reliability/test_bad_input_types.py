@@ -44,6 +44,13 @@ CASES = [
     ({"label_column": ["rating"]}, r"label_column: expected a column name \(str\); got \['rating'\]\."),
     ({"label_column": "stars"}, r"label_column: 'stars' is not a column of eval_dataset \(columns: "),
     ({"task": "multilabel"}, r"task: expected one of \[.*\], a trainer_ext task object .*; got 'multilabel'\."),
+    ({"eval_steps": 0}, r"eval_steps: expected a positive int or None; got 0\."),
+    ({"eval_steps": 2.5}, r"eval_steps: expected a positive int or None; got 2\.5\."),
+    ({"save": "best"}, r"save: expected one of \['all', 'improved', 'top_k'\]; got 'best'\."),
+    ({"save": "top_k"}, r"save: 'top_k' saves the evaluations that enter the keep_top_k best; pass keep_top_k="),
+    ({"early_stopping_patience": 0}, r"early_stopping_patience: expected a positive int or None; got 0\."),
+    ({"early_stopping_threshold": -0.01}, r"early_stopping_threshold: expected a number >= 0 \(in the objective's units\); got -0\.01\."),
+    ({"early_stopping_threshold": "0.1"}, r"early_stopping_threshold: expected a number >= 0 .*; got '0\.1'\."),
 ]
 
 
