@@ -26,11 +26,13 @@ from .thresholds import apply_threshold
 
 if TYPE_CHECKING:
     from .callback import BestCheckpointCallback
+    from .tasks.label_words import LabelWords
 
 __version__ = "0.1.0"
 
 __all__ = [
     "BestCheckpointCallback",
+    "LabelWords",
     "Objective",
     "Constraint",
     "Metric",
@@ -51,4 +53,8 @@ def __getattr__(name: str) -> Any:
         from .callback import BestCheckpointCallback
 
         return BestCheckpointCallback
+    if name == "LabelWords":
+        from .tasks.label_words import LabelWords
+
+        return LabelWords
     raise AttributeError(f"module 'trainer_ext' has no attribute {name!r}")

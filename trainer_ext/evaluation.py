@@ -186,7 +186,10 @@ def prepare_held_out(
     rows = _rows(dataset)
     label_column = label_column or next(c for c in LABEL_COLUMNS if c in rows[0])
     labels = task.read_labels([row[label_column] for row in rows], argument=argument)
-    if any(c in rows[0] for c in _FEATURE_COLUMNS):
+    task_features = getattr(task, "held_out_features", None)  # a task that tokenizes its own inputs (label words)
+    if task_features is not None:
+        features, columns = task_features(rows, tokenizer, argument=argument)
+    elif any(c in rows[0] for c in _FEATURE_COLUMNS):
         features, columns = _model_features(rows, label_column, model)
     else:
         features = _tokenize(rows, tokenizer, text_column, argument)
@@ -335,10 +338,14 @@ def _model_inputs(batch: Mapping[str, Any], accepted: set[str] | None, device: t
     return inputs
 
 
-def default_collator(processing_class: Any) -> Callable[[list[dict[str, Any]]], Mapping[str, Any]]:
-    """Dynamic padding with the Trainer's ``processing_class`` (``DataCollatorWithPadding``) when it can
-    pad, else transformers' ``default_data_collator``."""
+def default_collator(processing_class: Any, *, task: Task | None = None) -> Callable[[list[dict[str, Any]]], Mapping[str, Any]]:
+    """The task's own ``collate`` when it has one (label words pad prompts themselves), else dynamic
+    padding with the Trainer's ``processing_class`` (``DataCollatorWithPadding``) when it can pad, else
+    transformers' ``default_data_collator``."""
     from transformers import DataCollatorWithPadding, default_data_collator
+
+    if task is not None and callable(getattr(task, "collate", None)):
+        return task.collate
 
     if processing_class is not None and hasattr(processing_class, "pad"):
         return DataCollatorWithPadding(processing_class)

@@ -73,7 +73,7 @@ class HeldOutSets:
             for set_name, dataset in config.eval_datasets.items()
         }
         distributed.agree({str(k): (len(h), h.fingerprint) for k, h in sets.items()}, "the held-out set (size, fingerprint)")
-        collate = config.data_collator or evaluation.default_collator(processing_class)
+        collate = config.data_collator or evaluation.default_collator(processing_class, task=task)
         with_scores = evaluation.probe_model(model, next(iter(sets.values())), task=task, collate=collate)
         available = available_keys(
             task, config.objective, list(sets), custom=config.custom_metrics, modules=config.evaluate_modules
