@@ -224,6 +224,7 @@ class BestCheckpointCallback(TrainerCallback):
         self._host.gate.open(state)
         if not self._run.is_pending(checkpoint_name(state.global_step)):
             # A save we did not see coming (e.g. another callback asked for it): evaluate now.
+            self._run.unsaved.pop(checkpoint_name(state.global_step), None)  # saved after all
             self._evaluate_and_rank(args, state, control, model)
         pending = self._run.commit()
         folder = Path(args.output_dir) / pending.checkpoint
@@ -235,6 +236,7 @@ class BestCheckpointCallback(TrainerCallback):
     def on_train_end(self, args, state, control, model=None, **kwargs):
         self._host.gate.open(state)
         recorded_late = self._record_resumed_checkpoint(args, state, control, model)
+        self._set_aside_unsaved(args, state, now=True)
         self._run.forget_unsaved(state.global_step)
         self._run.pending = None
         self._host.give_back_rotation(args)
@@ -258,11 +260,12 @@ class BestCheckpointCallback(TrainerCallback):
     # ---- steps of the hooks -------------------------------------------------------------------
 
     def _maybe_evaluate(self, args, state, control, model) -> None:
+        self._set_aside_unsaved(args, state)
         self._run.forget_unsaved(state.global_step)
         will_save = control.should_save or (best_strategy(args) and control.should_evaluate)
         checkpoint = checkpoint_name(state.global_step)
         config = self.config
-        if config.eval_steps is None and config.save == "all" and config.early_stopping_patience is None:
+        if not self._controls_run():
             if will_save and not self._run.is_pending(checkpoint):
                 self._evaluate_and_rank(args, state, control, model)  # today's behaviour, unchanged
         else:
@@ -283,12 +286,10 @@ class BestCheckpointCallback(TrainerCallback):
         if due and not self._run.evaluated(step):
             previous = self._run.best
             self._evaluate_and_rank(args, state, control, model)
-            keep = will_save if config.save == "all" else self._run.deserves_save(checkpoint, config.save)
-            if not keep:
-                self._run.set_aside()
-                self._apply_best(args, state)
-                failure = _on_main(state, lambda: self._write_leaderboard(args))
-                distributed.raise_if_any(failure, f"writing the leaderboard after {checkpoint}", on="the main process")
+            # save="all": the Trainer may still save this step (at on_epoch_end); an evaluation it did not
+            # save is set aside at the next hook.
+            if config.save != "all" and not self._run.deserves_save(checkpoint, config.save):
+                self._set_aside_unsaved(args, state, now=True)
             if config.early_stopping_patience is not None:
                 improved = self._run.improves(checkpoint, previous, config.early_stopping_threshold)
                 stale = self._run.count_for_patience(improved)
@@ -304,6 +305,21 @@ class BestCheckpointCallback(TrainerCallback):
                         )
         if config.save != "all":
             control.should_save = self._run.is_pending(checkpoint)
+
+    def _set_aside_unsaved(self, args, state, *, now: bool = False) -> None:
+        """Run control: the pending evaluation (of this step when ``now``, else of an earlier step the
+        Trainer did not save) becomes an unsaved leaderboard entry."""
+        pending = self._run.pending
+        if not self._controls_run() or pending is None or (not now and pending.global_step == state.global_step):
+            return
+        self._run.set_aside()
+        self._apply_best(args, state)
+        failure = _on_main(state, lambda: self._write_leaderboard(args))
+        distributed.raise_if_any(failure, f"writing the leaderboard after {pending.checkpoint}", on="the main process")
+
+    def _controls_run(self) -> bool:
+        config = self.config
+        return config.eval_steps is not None or config.save != "all" or config.early_stopping_patience is not None
 
     def _evaluate_and_rank(self, args, state, control, model, *, log: bool = True) -> None:
         if self._held_out is None:
