@@ -217,3 +217,22 @@ def test_resume_brings_back_unsaved_entries_and_ends_with_the_same_best(data, tm
            resume=str(resumed / f"checkpoint-{cut}"))
     assert [(s, ok) for s, _, ok in _evaluations(resumed)] == [(s, ok) for s, _, ok in evaluations]
     assert _board(resumed)["best_checkpoint"] == _board(full)["best_checkpoint"]
+
+
+def test_early_stopping_on_two_processes_at_the_same_step(tmp_path):
+    """A real 2-process launch (accelerate, CPU, gloo): every rank stops at the step the leaderboard's
+    evaluations give, with the same best."""
+    distributed = Path(__file__).resolve().parents[1] / "distributed"
+    sys.path.insert(0, str(distributed))
+    from test_launch import WORLD, accelerate_launch, check_succeeded, free_port, launch_env, run_concurrently
+
+    out = tmp_path / "run"
+    command = accelerate_launch("--num_processes", str(WORLD), "--num_machines", "1", "--main_process_port",
+                                str(free_port())) + [str(distributed / "worker_early_stop.py"), "--out", str(out)]
+    check_succeeded(run_concurrently([command], launch_env(), tmp_path / "logs"))
+    seen = [json.loads((out / f"rank-{rank}.json").read_text()) for rank in range(WORLD)]
+    assert all(s["world_size"] == WORLD for s in seen)
+    assert len({(s["global_step"], s["best_model_checkpoint"]) for s in seen}) == 1, seen
+    expected = _stop_step(_board(out)["entries"], patience=2, threshold=0.0)
+    assert expected is not None and seen[0]["global_step"] == expected < 40
+    assert seen[0]["best_model_checkpoint"] == str(out / _board(out)["best_checkpoint"])
