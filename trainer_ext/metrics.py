@@ -153,6 +153,22 @@ KEY_RULES: tuple[KeyRule, ...] = (
     KeyRule("average_precision", True, "score", per_class=True),
     # Needs the objective's cost matrix, so metric_keys() does not list it; a count-based key all the same.
     KeyRule("expected_cost", False, "count"),
+    # Averages over labels (multi-label) or entity types (token): from the per-label / per-type counts.
+    KeyRule("precision_micro", True, "count"),
+    KeyRule("recall_micro", True, "count"),
+    KeyRule("f1_micro", True, "count"),
+    KeyRule("hamming_loss", False, "count"),
+    # Multi-label keys that need each example's whole label vector: resampled by rows.
+    KeyRule("f1_samples", True, "score"),
+    KeyRule("subset_accuracy", True, "score"),
+    # Regression: need the rows (no sufficient statistics).
+    KeyRule("mae", False, "score"),
+    KeyRule("mse", False, "score"),
+    KeyRule("rmse", False, "score"),
+    KeyRule("median_absolute_error", False, "score"),
+    KeyRule("r2", True, "score"),
+    KeyRule("pearson", True, "score"),
+    KeyRule("spearman", True, "score"),
 )
 """Every built-in key: the one source of directions and kinds (see :func:`metric_direction`)."""
 

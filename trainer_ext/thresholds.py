@@ -50,6 +50,12 @@ def tune_threshold(
     class id 1 ``[N]``, or the probabilities ``[N, 2]``).
     """
     task = as_task(slugs)
+    per_label = getattr(task, "tune_thresholds", None)  # multi-label: one threshold per label
+    if per_label is not None:
+        chosen = per_label(labels, scores, objective)
+        predictions = task.apply_threshold(scores, chosen)
+        value = task.metrics(labels, predictions, None).get(objective.metric, float("nan"))
+        return ThresholdChoice(chosen, predictions, float(value), True, len(chosen))
     cms, thresholds = task.threshold_cuts(labels, scores)
     costs = {"cost_matrix": objective.cost_matrix, "class_prior": objective.class_prior}
     keys = [objective.metric, *(c.metric for c in objective.constraints), *objective.tie_breakers]

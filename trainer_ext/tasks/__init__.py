@@ -81,7 +81,7 @@ from ..metrics import (
 
 __all__ = ["TASK_NAMES", "SingleLabel", "Task", "as_task", "label_names_of", "task_for_model", "task_from_record"]
 
-TASK_NAMES = ("single_label",)
+TASK_NAMES = ("single_label", "multi_label", "token", "regression")
 THRESHOLD_CLASS_ID = 1  # a binary model's threshold is on the probability of class id 1
 
 
@@ -506,7 +506,9 @@ def _generic(names: Sequence[str]) -> bool:
 
 def task_for_model(model: Any, *, label_names: Sequence[str] | None = None, task: str | Task | None = None) -> Task:
     """The task of ``model``: ``task`` when given (a :class:`Task`, or a name of :data:`TASK_NAMES`),
-    else read from the model (today: :class:`SingleLabel`).
+    else read from the model: ``config.problem_type == "multi_label_classification"`` -> multi-label;
+    ``problem_type == "regression"`` or ``num_labels == 1`` -> regression; a ``*ForTokenClassification``
+    model -> token classification; otherwise single-label.
 
     Classes: ``label_names`` when given, else ``model.config.id2label``. When both are given and the
     model's names are not transformers' placeholders ``LABEL_i`` but differ, a
@@ -516,6 +518,11 @@ def task_for_model(model: Any, *, label_names: Sequence[str] | None = None, task
         return task
     if task is not None and task not in TASK_NAMES:
         raise ConfigurationError(f"task: expected one of {list(TASK_NAMES)} or a trainer_ext Task; got {task!r}.")
+    name = task if task is not None else _task_name_of(model)
+    if name == "regression":
+        from .regression import Regression
+
+        return Regression(list(label_names) if label_names is not None else (label_names_of(model, required=False) or ["value"]))
     names = list(label_names) if label_names is not None else label_names_of(model)
     model_names = label_names_of(model, required=False)
     if label_names is not None and model_names and not _generic(model_names) and [slugify(n) for n in model_names] != [
@@ -528,7 +535,43 @@ def task_for_model(model: Any, *, label_names: Sequence[str] | None = None, task
             TrainerExtWarning,
             stacklevel=3,
         )
-    return SingleLabel(names)
+    return _task_class(name)(names)
+
+
+def _task_name_of(model: Any) -> str:
+    """The task name a model's head implies (see :func:`task_for_model`)."""
+    config = getattr(model, "config", None)
+    problem_type = getattr(config, "problem_type", None)
+    if problem_type == "multi_label_classification":
+        return "multi_label"
+    if problem_type == "regression" or getattr(config, "num_labels", None) == 1:
+        return "regression"
+    base = getattr(model, "get_base_model", None)  # a PEFT wrapper: the class of the model inside
+    inner = base() if callable(base) else model
+    if type(inner).__name__.endswith("ForTokenClassification"):
+        return "token"
+    return "single_label"
+
+
+def _task_class(name: str | None) -> type[Task]:
+    """The class of a task name of :data:`TASK_NAMES` (None: single-label, records before ``task``)."""
+    if name in (None, SingleLabel.name):
+        return SingleLabel
+    if name == "multi_label":
+        from .multi_label import MultiLabel
+
+        return MultiLabel
+    if name == "regression":
+        from .regression import Regression
+
+        return Regression
+    if name == "token":
+        try:
+            from .token import TokenClassification
+        except ImportError as error:
+            raise ConfigurationError(f"task: token classification is not available in this trainer_ext ({error}).") from None
+        return TokenClassification
+    raise ConfigurationError(f"task: this trainer_ext does not know the task {name!r}; known: {list(TASK_NAMES)}.")
 
 
 def as_task(task: Task | Sequence[str]) -> Task:
@@ -538,6 +581,4 @@ def as_task(task: Task | Sequence[str]) -> Task:
 
 def task_from_record(name: str | None, label_names: Sequence[str]) -> Task:
     """The task a record was written with; records written before the ``task`` field are single-label."""
-    if name in (None, SingleLabel.name):
-        return SingleLabel(label_names)
-    raise ConfigurationError(f"task: this trainer_ext does not know the task {name!r}; known: {list(TASK_NAMES)}.")
+    return _task_class(name)(label_names)
