@@ -74,6 +74,8 @@ class RunConfig:
     batch_size: int = 8
     learning_rate: float = 3e-3
     seed: int = 0
+    eval_steps: int | None = None  # issue 13's run control: the callback's own schedule (None: at every save)
+    save: str = "all"  # "improved" / "top_k": the callback asks for the saves (the Trainer's save_strategy="no")
 
     @property
     def max_steps(self) -> int:
@@ -248,7 +250,7 @@ def train(out: Path, config: RunConfig, *, resume: str | None = None, started: P
         max_steps=config.max_steps,
         per_device_train_batch_size=config.batch_size,
         learning_rate=config.learning_rate,
-        save_strategy="steps",
+        save_strategy="steps" if config.save == "all" else "no",
         save_steps=config.save_steps,
         save_total_limit=config.save_total_limit,
         eval_strategy="no",
@@ -265,7 +267,12 @@ def train(out: Path, config: RunConfig, *, resume: str | None = None, started: P
         args=args,
         train_dataset=data["train"],
         data_collator=collator,
-        callbacks=[BestCheckpointCallback(data["holdout"], objective(), data_collator=collator), Started()],
+        callbacks=[
+            BestCheckpointCallback(
+                data["holdout"], objective(), data_collator=collator, eval_steps=config.eval_steps, save=config.save
+            ),
+            Started(),
+        ],
     )
     trainer.train(resume_from_checkpoint=resume)
     return trainer

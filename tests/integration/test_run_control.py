@@ -236,3 +236,24 @@ def test_early_stopping_on_two_processes_at_the_same_step(tmp_path):
     expected = _stop_step(_board(out)["entries"], patience=2, threshold=0.0)
     assert expected is not None and seen[0]["global_step"] == expected < 40
     assert seen[0]["best_model_checkpoint"] == str(out / _board(out)["best_checkpoint"])
+
+
+def test_kill_and_resume_under_save_improved(tmp_path):
+    """The kill/resume harness (scripts/kill_resume.py) at a small size with eval_steps + save="improved":
+    killed during an evaluation, between the Trainer's save and ours, and at a random time, then resumed;
+    the leaderboard has the uninterrupted run's entries (saved and unsaved), bit-identical metrics, and
+    the same best, whose folder exists."""
+    sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "scripts"))
+    import kill_resume as kr
+
+    config = kr.RunConfig(save_steps=6, saves=4, eval_steps=3, save="improved", save_total_limit=None)
+    kills = [kr.Kill("evaluation", 2), kr.Kill("save", 1), kr.Kill("random", delay=0.3)]
+    context = kr.forkserver_context()
+    kr.run_reference(tmp_path / "reference", config, logs=tmp_path / "logs-reference", context=context)
+    run = kr.run_with_kills(tmp_path / "killed", config, kills, logs=tmp_path / "logs-killed", context=context)
+    reference = _board(tmp_path / "reference")
+    assert any(not e["saved"] for e in reference["entries"]) and sum(e["saved"] for e in reference["entries"]) > 1
+    kr.check_same_as_reference(run.out, tmp_path / "reference", extra=kr.past_the_end(run, config))
+    got = {e["checkpoint"]: e["saved"] for e in _board(run.out)["entries"]}
+    assert all(got[e["checkpoint"]] == e["saved"] for e in reference["entries"])
+    assert (run.out / reference["best_checkpoint"]).is_dir()
