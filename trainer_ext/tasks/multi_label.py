@@ -112,7 +112,9 @@ class MultiLabel(Task):
         if isinstance(value, (str, bytes)) or not isinstance(value, Sequence):
             return None
         values = list(value)
-        if values and all(isinstance(v, str) for v in values):
+        if not values:  # an empty list of label names: no label
+            return np.zeros(self.num_labels, dtype=np.int64)
+        if all(isinstance(v, str) for v in values):
             if any(v not in index for v in values):
                 return None
             vector = np.zeros(self.num_labels, dtype=np.int64)
