@@ -195,7 +195,7 @@ class LabelWords(SingleLabel):
         scores = first[:, [t[0] for t in self.label_token_ids]].clone()
         if not multi_token:
             return scores
-        cache = output["past_key_values"] if isinstance(output, Mapping) else getattr(output, "past_key_values", None)
+        cache, cache_argument = _prompt_cache(model, output)
         if cache is None:
             raise ConfigurationError(
                 f"task: label texts of several tokens are scored on the prompt's KV cache, but "
@@ -210,8 +210,8 @@ class LabelWords(SingleLabel):
                 input_ids=follow[:-1].expand(ids.shape[0], steps),
                 attention_mask=torch.cat([mask, torch.ones((ids.shape[0], steps), dtype=mask.dtype, device=mask.device)], -1),
                 position_ids=lengths[:, None] + torch.arange(steps, device=ids.device),
-                past_key_values=copy.deepcopy(cache),
                 use_cache=True,
+                **{cache_argument: copy.deepcopy(cache)},  # a copy: the continuation appends to it
             )
             later = torch.log_softmax(self._causal_logits(model, continued, ids).float(), dim=-1)
             scores[:, c] += later.gather(-1, follow[1:].expand(ids.shape[0], steps)[..., None]).squeeze(-1).sum(-1)
@@ -232,3 +232,15 @@ class LabelWords(SingleLabel):
                 f"is processing_class the model's tokenizer?"
             )
         return logits
+
+
+def _prompt_cache(model: Any, output: Any) -> tuple[Any, str]:
+    """The KV cache of the prompt's forward and the argument that passes it back: ``cache`` in
+    transformers 5.x (``past_key_values`` is deprecated there), ``past_key_values`` before."""
+    from ..evaluation import model_input_names
+
+    get = output.get if isinstance(output, Mapping) else (lambda key: getattr(output, key, None))
+    cache = get("cache")
+    cache = cache if cache is not None else get("past_key_values")
+    accepted = model_input_names(model)
+    return cache, "cache" if accepted is None or "cache" in accepted else "past_key_values"
