@@ -194,6 +194,7 @@ def prepare_held_out(
     else:
         features = _tokenize(rows, tokenizer, text_column, argument)
         columns = [text_column]
+    task.check_features(labels, features, argument=argument)
     lengths = np.array([_length(f) for f in features], dtype=np.int64)
     digest = hashlib.sha256()
     digest.update(task.label_bytes(labels))

@@ -114,6 +114,6 @@ class HeldOutSets:
         """Paired bootstrap of two checkpoints on the objective's held-out set (None when not possible)."""
         target = self.target
         return compare_predictions(
-            self.config.objective, self.task.slugs, self.sets[target].labels, first_predictions, second_predictions,
+            self.config.objective, self.task, self.sets[target].labels, first_predictions, second_predictions,
             names=(first, second), target=target,
         )

@@ -158,6 +158,8 @@ KEY_RULES: tuple[KeyRule, ...] = (
     KeyRule("recall_micro", True, "count"),
     KeyRule("f1_micro", True, "count"),
     KeyRule("hamming_loss", False, "count"),
+    # Token classification: correct labelled tokens / labelled tokens.
+    KeyRule("token_accuracy", True, "count"),
     # Multi-label keys that need each example's whole label vector: resampled by rows.
     KeyRule("f1_samples", True, "score"),
     KeyRule("subset_accuracy", True, "score"),

@@ -235,7 +235,7 @@ def score_checkpoint(
     per_set = {name: _set_metrics(res, task, objective, custom, modules, predictions[name]) for name, res in results.items()}
     metrics = per_set[None] if names == [None] else _across_sets(per_set, objective, target, custom_directions)
     stats = {name: task.statistics(results[name].labels, predictions[name]) for name in names}
-    interval, notes = _interval(results, stats, task, objective, target)
+    interval, notes = _interval(results, stats, task, objective, target, predictions)
     return CheckpointScores(metrics, predictions, stats, threshold, interval, notes)
 
 
@@ -279,6 +279,7 @@ def _interval(
     task: Task,
     objective: Objective,
     target: str | None,
+    predictions: Mapping[str | None, np.ndarray],
 ) -> tuple[Interval | None, list[str]]:
     """The objective's bootstrap interval: resampled statistics for a count-based key, resampled rows
     for a score-based one (slow: resamples x N); none for several sets combined or a custom key."""
@@ -293,7 +294,9 @@ def _interval(
         return row_bootstrap(result.labels, result.probabilities, key, task, objective), []
     if key in task.count_keys(with_cost=objective.cost_matrix is not None):
         costs = {"cost_matrix": objective.cost_matrix, "class_prior": objective.class_prior}
-        return bootstrap_interval(stats[target], key, task, **settings, **costs), []
+        # The task's resampling statistics (token classification: per sentence), not the record's totals.
+        drawn = task.resampling_statistics(results[target].labels, predictions[target])
+        return bootstrap_interval(drawn, key, task, **settings, **costs), []
     return None, [f"no interval: {key!r} is a custom metric"]
 
 

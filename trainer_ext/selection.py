@@ -470,12 +470,12 @@ def resampled_key(objective: Objective, slugs: Sequence[str], target: str | None
     """The objective's key as the bootstrap resamples it (without the ``<set>_`` prefix of held-out set
     ``target``), or None when it cannot be resampled from confusion counts: a key computed from scores
     (``log_loss``, ``roc_auc_*``) or one trainer_ext does not compute (a custom metric)."""
-    from .metrics import metric_keys
+    from .tasks import as_task  # a task (token classification, ...) or a single-label task's slugs
 
     key = objective.metric
     if target and key.startswith(f"{target}_"):
         key = key[len(target) + 1 :]
-    if key == "expected_cost" or key in metric_keys(slugs, with_scores=False):
+    if key in as_task(slugs).count_keys(with_cost=True):
         return key
     return None
 
@@ -495,6 +495,7 @@ def compare_predictions(
     from predictions (:func:`resampled_key`)."""
     import numpy as np
 
+    from .tasks import as_task
     from .uncertainty import paired_bootstrap
 
     key = resampled_key(objective, slugs, target)
@@ -505,7 +506,7 @@ def compare_predictions(
         np.asarray(first),
         np.asarray(second),
         key,
-        list(slugs),
+        as_task(slugs),
         greater_is_better=bool(objective.greater_is_better),
         names=names,
         resamples=objective.bootstrap_resamples,

@@ -113,6 +113,10 @@ class Task(ABC):
     def label_bytes(self, labels: np.ndarray) -> bytes:
         return np.ascontiguousarray(labels).tobytes()
 
+    def check_features(self, labels: np.ndarray, features: Sequence[Mapping[str, Any]], *, argument: str) -> None:
+        """Raise a ConfigurationError naming ``argument`` when the labels do not fit the model inputs
+        (token classification: one label per token). Default: nothing to check."""
+
     # ---- 2. model outputs to rows (torch) ------------------------------------------------------
 
     @property
@@ -175,6 +179,12 @@ class Task(ABC):
         self, stats: np.ndarray, keys: Sequence[str], *, cost_matrix: Any = None, class_prior: Any = None
     ) -> dict[str, np.ndarray]:
         ...
+
+    def resampling_statistics(self, labels: np.ndarray, predictions: np.ndarray) -> np.ndarray | None:
+        """What :meth:`resample` draws from: by default :meth:`statistics` (a confusion matrix is
+        resampled as counts); a task whose examples must be drawn whole returns per-example statistics
+        (token classification: ``[N, ...]`` per sentence)."""
+        return self.statistics(labels, predictions)
 
     @abstractmethod
     def score_values(self, labels: np.ndarray, scores: np.ndarray) -> dict[str, float]:
