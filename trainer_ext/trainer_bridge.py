@@ -41,6 +41,7 @@ import warnings
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
+import numpy as np
 from transformers.trainer_callback import CallbackHandler
 
 from .errors import TrainerExtWarning
@@ -276,7 +277,8 @@ def log_confusion_matrix(
     callbacks = getattr(getattr(handler_or_trainer, "callback_handler", handler_or_trainer), "callbacks", None) or []
     if args is None:
         args = getattr(handler_or_trainer, "args", None)
-    rows = [[int(v) for v in row] for row in matrix]
+    # A multi-label record holds one 2 x 2 matrix per label: sent as one row [tn, fp, fn, tp] per label.
+    rows = [[int(v) for v in np.ravel(row)] for row in matrix]
     names = [str(label) for label in labels]
     logged: list[str] = []
     for callback in callbacks:
