@@ -21,10 +21,15 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "examples"))
 
-from synthetic_reviews import keyword_reviews, tiny_llama_classifier, tokenize_reviews, train_tokenizer  # noqa: E402
-from transformers import Trainer, TrainerCallback, TrainingArguments  # noqa: E402
+from synthetic_reviews import (
+    keyword_reviews,
+    tiny_llama_classifier,
+    tokenize_reviews,
+    train_tokenizer,
+)
+from transformers import Trainer, TrainerCallback, TrainingArguments
 
-from trainer_ext import BestCheckpointCallback  # noqa: E402
+from trainer_ext import BestCheckpointCallback
 
 
 class CountWrites(TrainerCallback):

@@ -264,7 +264,6 @@ class BestCheckpointCallback(TrainerCallback):
         self._run.forget_unsaved(state.global_step)
         will_save = control.should_save or (best_strategy(args) and control.should_evaluate)
         checkpoint = checkpoint_name(state.global_step)
-        config = self.config
         if not self._controls_run():
             if will_save and not self._run.is_pending(checkpoint):
                 self._evaluate_and_rank(args, state, control, model)  # today's behaviour, unchanged

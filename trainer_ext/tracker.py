@@ -33,11 +33,18 @@ from typing import Any
 import numpy as np
 
 from .objectives import Objective
-from .records import LEADERBOARD_FILENAME, RECORD_FILENAME, TRAINER_STATE_FILENAME, CheckpointRecord, leaderboard_payload, read_json
+from .records import (
+    LEADERBOARD_FILENAME,
+    RECORD_FILENAME,
+    TRAINER_STATE_FILENAME,
+    CheckpointRecord,
+    leaderboard_payload,
+    read_json,
+)
 from .run_folder import read_predictions, read_records
 from .selection import Candidate, RankedCandidate, Selection, candidates_of, rank
 
-__all__ = ["PendingEvaluation", "RunTracker", "ResumedRun", "incomplete_checkpoint", "read_resumed_run"]
+__all__ = ["PendingEvaluation", "ResumedRun", "RunTracker", "incomplete_checkpoint", "read_resumed_run"]
 
 
 @dataclass(frozen=True)

@@ -23,7 +23,12 @@ def main() -> None:
     cli = parser.parse_args()
 
     import torch
-    from synthetic_reviews import keyword_reviews, tiny_llama_classifier, tokenize_reviews, train_tokenizer
+    from synthetic_reviews import (
+        keyword_reviews,
+        tiny_llama_classifier,
+        tokenize_reviews,
+        train_tokenizer,
+    )
     from transformers import Trainer, TrainingArguments
 
     from trainer_ext import BestCheckpointCallback

@@ -19,10 +19,15 @@ from safetensors.torch import load_file
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "examples"))
 
-from synthetic_reviews import keyword_reviews, tiny_llama_classifier, tokenize_reviews, train_tokenizer  # noqa: E402
-from transformers import EarlyStoppingCallback, Trainer, TrainingArguments  # noqa: E402
+from synthetic_reviews import (
+    keyword_reviews,
+    tiny_llama_classifier,
+    tokenize_reviews,
+    train_tokenizer,
+)
+from transformers import EarlyStoppingCallback, Trainer, TrainingArguments
 
-from trainer_ext import BestCheckpointCallback  # noqa: E402
+from trainer_ext import BestCheckpointCallback
 
 TRAIN_SIZE = 160  # 10 steps per epoch at batch 16; 3 epochs: 30 steps
 OBJECTIVE = "recall_negative"
@@ -88,7 +93,7 @@ def _same_weights(model: torch.nn.Module, checkpoint: Path) -> bool:
     ("save_strategy", "eval_strategy"), [("no", "no"), ("epoch", "no"), ("steps", "steps")]
 )
 def test_own_schedule_whatever_the_trainer_strategies(data, tmp_path, save_strategy, eval_strategy):
-    _, callback = _train(
+    _train(
         data, tmp_path, cb_kwargs={"eval_steps": 4, "save": "improved"},
         save_strategy=save_strategy, eval_strategy=eval_strategy, save_steps=7, eval_steps=7,
     )
@@ -224,7 +229,14 @@ def test_early_stopping_on_two_processes_at_the_same_step(tmp_path):
     evaluations give, with the same best."""
     distributed = Path(__file__).resolve().parents[1] / "distributed"
     sys.path.insert(0, str(distributed))
-    from test_launch import WORLD, accelerate_launch, check_succeeded, free_port, launch_env, run_concurrently
+    from test_launch import (
+        WORLD,
+        accelerate_launch,
+        check_succeeded,
+        free_port,
+        launch_env,
+        run_concurrently,
+    )
 
     out = tmp_path / "run"
     command = accelerate_launch("--num_processes", str(WORLD), "--num_machines", "1", "--main_process_port",
