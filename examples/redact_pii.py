@@ -43,7 +43,7 @@ TEMPLATES = [
     # first names that are also ordinary words: the tagger must read the context
     "the grace period for {PER} ends in june",
     "rosa paint is sold out in {LOC}",
-    "hugo said the nora bridge in {LOC} is closed",
+    "the nora bridge in {LOC} is closed",
 ]
 
 
