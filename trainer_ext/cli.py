@@ -192,6 +192,12 @@ def _parser() -> argparse.ArgumentParser:
         help="rows per batch for the longest examples; shorter ones are packed under the same token budget (default: 8)",
     )
     evaluate.add_argument("--tokenizer", type=Path, help="tokenizer folder (default: the one saved in each checkpoint)")
+    evaluate.add_argument(
+        "--label-words", metavar="JSON", type=_label_words_option,
+        help="a causal LM answering with label words: JSON object class -> label text, e.g. "
+        "'{\"NEGATIVE\": \" negative\", \"POSITIVE\": \" positive\"}'; loads AutoModelForCausalLM (or a PEFT "
+        "adapter folder), reads the prompts from --text-column (default then: prompt)",
+    )
 
     report = _subcommand(
         sub, "report", _command_report,
@@ -644,6 +650,9 @@ class _FolderEvaluator:
         from transformers import AutoTokenizer
 
         self.options, self.spec, self.plan, self.device = options, spec, plan, device
+        self.label_words = None if options.label_words is None else _label_words_task(options.label_words)
+        if self.label_words is not None and options.text_column == "text" and not _has_column(options.data, "text"):
+            options.text_column = "prompt"  # label words read prompts: that column's name by default
         self.rows = _read_data(options.data, options.text_column, options.label_column)
         self.shared_tokenizer = AutoTokenizer.from_pretrained(options.tokenizer) if options.tokenizer is not None else None
         self.held_out_cache: dict[Any, Any] = {}
@@ -658,13 +667,14 @@ class _FolderEvaluator:
 
         folder = self.options.output_dir / name
         model = self._model(folder, name)
-        label_names = _class_names(model, name)
-        task = SingleLabel(label_names)
+        task = self.label_words if self.label_words is not None else SingleLabel(_class_names(model, name))
+        label_names = list(task.label_names)
         objective = self._objective(task)
         tokenizer, key = self._tokenizer(folder, name)
         held_out = self._held_out((key, tuple(label_names)), task, tokenizer, name)
         output = evaluate_model(
-            model, held_out, task=task, collate=DataCollatorWithPadding(tokenizer), batch_size=self.options.batch_size,
+            model, held_out, task=task, batch_size=self.options.batch_size,
+            collate=task.collate if self.label_words is not None else DataCollatorWithPadding(tokenizer),
         )
         # The callback's own scoring: metrics, expected_cost, a tuned threshold, the bootstrap interval.
         scores = score_checkpoint({None: SetResult(output.labels, output.predictions, output.probabilities)}, task, objective)
@@ -679,8 +689,14 @@ class _FolderEvaluator:
         return _Evaluated(record, output, scores, task)
 
     def _model(self, folder: Path, name: str) -> Any:
-        from transformers import AutoModelForSequenceClassification
+        from transformers import AutoModelForCausalLM, AutoModelForSequenceClassification
 
+        if self.label_words is not None:
+            try:
+                model = AutoModelForCausalLM.from_pretrained(folder)
+            except (OSError, ValueError) as exc:
+                raise CommandError(f"{name}: cannot load a causal LM from {folder} (--label-words): {exc}") from None
+            return model.to(self.device)
         try:
             model = AutoModelForSequenceClassification.from_pretrained(folder)
         except (OSError, ValueError) as exc:
@@ -720,6 +736,33 @@ class _FolderEvaluator:
             except ConfigurationError as exc:
                 raise CommandError(str(exc).replace("--data: ", f"--data ({name}): ", 1)) from None
         return self.held_out_cache[cache_key]
+
+
+def _label_words_option(value: str) -> dict[str, str]:
+    """--label-words: a JSON object of class name -> label text."""
+    try:
+        words = json.loads(value)
+    except json.JSONDecodeError as exc:
+        raise argparse.ArgumentTypeError(f"expected a JSON object of class -> label text; {exc}") from None
+    if not isinstance(words, dict):
+        raise argparse.ArgumentTypeError(f"expected a JSON object of class -> label text; got {value!r}")
+    return words
+
+
+def _label_words_task(words: Mapping[str, str]) -> Any:
+    from .tasks.label_words import LabelWords
+
+    try:
+        return LabelWords(words, prompt_column="text")  # rows are read as {"text", "labels"}
+    except ConfigurationError as exc:
+        raise CommandError(f"--label-words: {exc}", EXIT_USAGE) from None
+
+
+def _has_column(path: Path, column: str) -> bool:
+    try:
+        return column in _read_data(path, column, column)[0]
+    except CommandError:
+        return False
 
 
 def _class_names(model: Any, name: str) -> list[str]:
