@@ -114,10 +114,8 @@ def write_report(output_dir: str | os.PathLike, out_dir: str | os.PathLike | Non
     out.mkdir(parents=True, exist_ok=True)
 
     draw = _Drawing(Figure, Canvas, out)
-    sections = _per_class_section(draw, ordered, marks)
-    if marks.chosen is not None:
-        sections += _confusion_section(draw, marks.chosen)
-        sections += _precision_recall_section(draw, marks.chosen, _scores(output_dir / marks.chosen.checkpoint))
+    task_sections = TASK_SECTIONS.get(ordered[-1].task, _single_label_sections)
+    sections = task_sections(draw, ordered, marks, output_dir)
     if marks.payload is not None:
         # The leaderboard's own table, without its title and objective line (said above).
         sections += ["## Leaderboard", ""] + leaderboard_markdown(marks.payload, title=False).split("\n")
@@ -126,6 +124,73 @@ def write_report(output_dir: str | os.PathLike, out_dir: str | os.PathLike | Non
     path = out / REPORT_FILENAME
     write_text_atomic(path, text)
     return path
+
+
+def _single_label_sections(draw: _Drawing, ordered: Sequence[CheckpointRecord], marks: _Marks, output_dir: Path) -> list[str]:
+    sections = _per_class_section(draw, ordered, marks)
+    if marks.chosen is not None:
+        sections += _confusion_section(draw, marks.chosen)
+        sections += _precision_recall_section(draw, marks.chosen, _scores(output_dir / marks.chosen.checkpoint))
+    return sections
+
+
+def _multi_label_sections(draw: _Drawing, ordered: Sequence[CheckpointRecord], marks: _Marks, output_dir: Path) -> list[str]:
+    """Per-label P/R/F1 by step (the per-class figure reads the same keys), one 2 x 2 matrix per label."""
+    sections = _per_class_section(draw, ordered, marks)
+    chosen = marks.chosen
+    if chosen is not None:
+        lines = [f"## Per-label confusion matrices of {chosen.checkpoint}", ""]
+        if not chosen.confusion_matrix:
+            return sections + lines + [_missing(chosen, "confusion matrix"), ""]
+        draw.save(_per_label_confusion_figure(draw.Figure, chosen), CONFUSION_FIGURE)
+        sections += lines + [f"![Per-label confusion matrices]({CONFUSION_FIGURE})", "",
+                             "One panel per label: rows true (0, 1), columns predicted (0, 1).", ""]
+    return sections
+
+
+def _regression_sections(draw: _Drawing, ordered: Sequence[CheckpointRecord], marks: _Marks, output_dir: Path) -> list[str]:
+    """The error keys by step, and the chosen checkpoint's residuals (from checkpoint_scores.npz)."""
+    draw.save(_regression_by_step_figure(draw.Figure, ordered, marks), PER_CLASS_FIGURE)
+    sections = ["## Regression keys across checkpoints", "", f"![mae, rmse and r2 by global step]({PER_CLASS_FIGURE})", ""]
+    chosen = marks.chosen
+    if chosen is not None:
+        scores = _scores(output_dir / chosen.checkpoint)
+        lines = [f"## Residuals of {chosen.checkpoint}", ""]
+        if scores is None or scores.get("probabilities") is None:
+            return sections + lines + [_missing(chosen, "saved per-example outputs (checkpoint_scores.npz)"), ""]
+        draw.save(_residual_figure(draw.Figure, chosen, scores), RESIDUAL_FIGURE)
+        sections += lines + [f"![Residuals]({RESIDUAL_FIGURE})", "", "Prediction minus label against the label.", ""]
+    return sections
+
+
+def _token_sections(draw: _Drawing, ordered: Sequence[CheckpointRecord], marks: _Marks, output_dir: Path) -> list[str]:
+    """Per-entity P/R/F1 by step (the per-class figure on the entity types), the chosen one's TP/FP/FN."""
+    from .tasks.token import TokenClassification
+
+    types = TokenClassification(ordered[-1].labels).entity_types
+    draw.save(_per_class_figure(draw.Figure, ordered, types, marks), PER_CLASS_FIGURE)
+    sections = [
+        "## Per-entity precision, recall and F1 across checkpoints", "",
+        f"![Per-entity precision, recall and F1 by global step]({PER_CLASS_FIGURE})", "",
+        "One panel per entity type; x is the global step. Solid vertical line: the chosen checkpoint.", "",
+    ]
+    chosen = marks.chosen
+    if chosen is not None and chosen.confusion_matrix:
+        counts = chosen.confusion_matrix
+        sections += [f"## Entity counts of {chosen.checkpoint}", "", "| entity type | TP | FP | FN |", "|---|---:|---:|---:|"]
+        sections += [f"| {t} | {row[0]} | {row[1]} | {row[2]} |" for t, row in zip(types, counts)]
+        sections += ["", f"Labelled tokens: {counts[-1][0]} correct, {counts[-1][1]} wrong.", ""]
+    return sections
+
+
+# The report's sections per record task.
+TASK_SECTIONS: dict[str, Any] = {
+    "single_label": _single_label_sections,
+    "multi_label": _multi_label_sections,
+    "regression": _regression_sections,
+    "token": _token_sections,
+}
+RESIDUAL_FIGURE = "residuals.png"
 
 
 @dataclass(frozen=True)
@@ -346,4 +411,57 @@ def _precision_recall_figure(Figure: Any, record: CheckpointRecord, scores: Mapp
     ax.grid(alpha=0.3)
     ax.legend(loc="lower left", fontsize="small")
     ax.set_title(f"{record.checkpoint}: one-vs-rest precision-recall")
+    return figure
+
+
+def _per_label_confusion_figure(Figure: Any, record: CheckpointRecord) -> Any:
+    cms = np.asarray(record.confusion_matrix, dtype=np.int64)
+    names = list(record.labels)[:MAX_CLASSES_PLOTTED]
+    columns = min(len(names), 4)
+    rows = math.ceil(len(names) / columns)
+    figure = Figure(figsize=(2.8 * columns, 2.8 * rows + 0.6), layout="constrained")
+    axes = figure.subplots(rows, columns, squeeze=False).ravel()
+    for ax, name, cm in zip(axes, names, cms):
+        ax.imshow(cm, cmap="Blues")
+        for (i, j), count in np.ndenumerate(cm):
+            ax.text(j, i, str(count), ha="center", va="center", color="white" if count > cm.max() / 2 else "black")
+        ax.set_xticks([0, 1])
+        ax.set_yticks([0, 1])
+        ax.set_xlabel("predicted")
+        ax.set_ylabel("true")
+        ax.set_title(name)
+    for ax in axes[len(names):]:
+        ax.set_visible(False)
+    figure.suptitle(f"{record.checkpoint} (step {record.global_step}): per-label confusion matrices")
+    return figure
+
+
+def _regression_by_step_figure(Figure: Any, ordered: Sequence[CheckpointRecord], marks: _Marks) -> Any:
+    figure = Figure(figsize=(9.0, 3.6), layout="constrained")
+    errors, fit = figure.subplots(1, 2)
+    steps = [r.global_step for r in ordered]
+    for ax, keys in ((errors, ("mae", "rmse", "median_absolute_error")), (fit, ("r2", "pearson", "spearman"))):
+        for key in keys:
+            ax.plot(steps, [r.metrics.get(key, math.nan) for r in ordered], marker="o", label=key)
+        if marks.chosen is not None:
+            ax.axvline(marks.chosen.global_step, color="C3", linewidth=2.0, alpha=0.8, label=f"chosen: {marks.chosen.checkpoint}")
+        ax.set_xlabel("global step")
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize="small")
+    errors.set_title("errors (lower is better)")
+    fit.set_title("fit (higher is better)")
+    return figure
+
+
+def _residual_figure(Figure: Any, record: CheckpointRecord, scores: Mapping[str, np.ndarray]) -> Any:
+    labels = np.asarray(scores["labels"], dtype=np.float64).reshape(-1)
+    predictions = np.asarray(scores["probabilities"], dtype=np.float64).reshape(-1)
+    figure = Figure(figsize=(6.0, 4.4), layout="constrained")
+    ax = figure.subplots()
+    ax.scatter(labels, predictions - labels, s=10, alpha=0.6)
+    ax.axhline(0.0, color="0.3", linewidth=1.0)
+    ax.set_xlabel("label")
+    ax.set_ylabel("prediction - label")
+    ax.grid(alpha=0.3)
+    ax.set_title(f"{record.checkpoint}: residuals ({labels.size} examples)")
     return figure

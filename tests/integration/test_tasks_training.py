@@ -196,3 +196,25 @@ def test_regression_class_key_refused_before_training(regression_run, tmp_path):
     with pytest.raises(ConfigurationError, match=r"Regression keys: \['mae'"):
         trainer.train()
     assert trainer.state.global_step == 0
+
+
+def test_report_draws_each_task_figures(multi_label_run, regression_run):
+    from trainer_ext.report import write_report
+
+    ml_report = write_report(multi_label_run[0])
+    text = ml_report.read_text()
+    assert "Per-label confusion matrices" in text and (ml_report.parent / "confusion_matrix.png").stat().st_size > 0
+    reg_report = write_report(regression_run[0])
+    text = reg_report.read_text()
+    assert "Regression keys across checkpoints" in text
+    assert "Residuals of" in text
+
+
+def test_regression_saved_scores_keep_real_values(regression_run):
+    from trainer_ext.records import load_scores
+
+    out, _, holdout, _, _ = regression_run
+    for folder in _checkpoints(out):
+        if (folder / "checkpoint_scores.npz").is_file():
+            saved = load_scores(folder)
+            assert np.allclose(saved["labels"], np.asarray(holdout["labels"], dtype=np.float64))
