@@ -281,14 +281,20 @@ def save_scores(
     ``checkpoint_scores.npz``; with several held-out sets, ``checkpoint_scores.<set>.npz``)."""
     arrays = {
         "schema_version": np.asarray(SCHEMA_VERSION),
-        "labels": np.asarray(labels, dtype=np.int64),
-        "predictions": np.asarray(predictions, dtype=np.int64),
+        "labels": _saved_values(labels),
+        "predictions": _saved_values(predictions),
     }
     if probabilities is not None:
         arrays["probabilities"] = np.asarray(probabilities, dtype=np.float32)
     path = Path(checkpoint_dir) / (filename or SCORES_FILENAME)
     _replace_atomically(path, lambda handle: np.savez(handle, **arrays))
     return path
+
+
+def _saved_values(values: np.ndarray) -> np.ndarray:
+    """Class ids (or 0/1 label vectors) as int64; a regression model's real values stay float64."""
+    values = np.asarray(values)
+    return values.astype(np.float64) if values.dtype.kind == "f" and not np.all(values == np.round(values)) else values.astype(np.int64)
 
 
 def load_scores(checkpoint_dir: str | os.PathLike) -> dict[str, np.ndarray]:
