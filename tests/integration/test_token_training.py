@@ -64,6 +64,8 @@ def test_recall_per_with_precision_floor_picks_and_loads_the_best(tmp_path, task
     record = json.loads((tmp_path / best["checkpoint"] / "checkpoint_metrics.json").read_text())
     assert record["task"] == "token"
     assert len(record["confusion_matrix"]) == 3 and record["confusion_matrix"][2][2] == 0  # LOC, PER, tokens
+    report_text = (tmp_path / "report" / "report.md").read_text()
+    assert "Per-entity precision, recall and F1" in report_text and "| PER |" in report_text
 
     # The model in memory at the end is the chosen checkpoint: seqeval on the Trainer's own predictions of
     # the held-out set (its loop, its padding) gives the record's values.
