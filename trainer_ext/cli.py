@@ -51,7 +51,15 @@ from .records import (
     write_leaderboard,
 )
 from .render import leaderboard_markdown, leaderboard_table
-from .run_folder import EarlierLeaderboard, Ranking, checkpoint_folders, rank_records, read_earlier_leaderboard, read_records
+from .run_folder import (
+    EarlierLeaderboard,
+    Ranking,
+    checkpoint_folders,
+    rank_records,
+    read_earlier_leaderboard,
+    read_records,
+    read_unsaved,
+)
 from .selection import Candidate, select_best
 
 __all__ = ["main", "CommandError"]
@@ -192,6 +200,12 @@ def _parser() -> argparse.ArgumentParser:
         help="rows per batch for the longest examples; shorter ones are packed under the same token budget (default: 8)",
     )
     evaluate.add_argument("--tokenizer", type=Path, help="tokenizer folder (default: the one saved in each checkpoint)")
+    evaluate.add_argument(
+        "--task", choices=["single_label", "multi_label", "token", "regression"], default=None,
+        help="the model's task (default: read from each checkpoint's config: problem_type, num_labels, the "
+        "model class); multi_label and regression load AutoModelForSequenceClassification, token "
+        "AutoModelForTokenClassification",
+    )
     evaluate.add_argument(
         "--label-words", metavar="JSON", type=_label_words_option,
         help="a causal LM answering with label words: JSON object class -> label text, e.g. "
@@ -393,7 +407,8 @@ def _command_rank(options: argparse.Namespace) -> int:
     assert spec is not None  # --objective is required by the parser
     records = _load_output_dir(options.output_dir)
     objective = _build_objective(spec, _available_keys(records), task=_task_of_records(records))
-    ranking = rank_records(records, objective, output_dir=options.output_dir)
+    # Evaluations without a checkpoint (eval_steps=/save=) stay listed, never ranked.
+    ranking = rank_records(records, objective, output_dir=options.output_dir, unsaved=read_unsaved(options.output_dir))
     for note in ranking.notes:
         _note(note)
     if options.apply:
@@ -663,11 +678,9 @@ class _FolderEvaluator:
 
         from .evaluation import evaluate_model
         from .scoring import SetResult, score_checkpoint
-        from .tasks import SingleLabel
-
         folder = self.options.output_dir / name
         model = self._model(folder, name)
-        task = self.label_words if self.label_words is not None else SingleLabel(_class_names(model, name))
+        task = self.label_words if self.label_words is not None else self._task(model, name)
         label_names = list(task.label_names)
         objective = self._objective(task)
         tokenizer, key = self._tokenizer(folder, name)
@@ -697,11 +710,27 @@ class _FolderEvaluator:
             except (OSError, ValueError) as exc:
                 raise CommandError(f"{name}: cannot load a causal LM from {folder} (--label-words): {exc}") from None
             return model.to(self.device)
+        model_class = AutoModelForSequenceClassification
+        if getattr(self.options, "task", None) == "token":
+            from transformers import AutoModelForTokenClassification as model_class
         try:
-            model = AutoModelForSequenceClassification.from_pretrained(folder)
+            model = model_class.from_pretrained(folder)
         except (OSError, ValueError) as exc:
-            raise CommandError(f"{name}: cannot load a sequence classifier from {folder}: {exc}") from None
+            raise CommandError(f"{name}: cannot load a {model_class.__name__[12:]} model from {folder}: {exc}") from None
         return model.to(self.device)
+
+    def _task(self, model: Any, name: str) -> Any:
+        """--task, else the task the checkpoint's config implies (tasks.task_for_model)."""
+        from .tasks import SingleLabel, task_for_model
+
+        chosen = getattr(self.options, "task", None)
+        try:
+            task = task_for_model(model, task=chosen)
+        except ConfigurationError as exc:
+            raise CommandError(f"{name}: {exc}") from None
+        if isinstance(task, SingleLabel):
+            _class_names(model, name)  # the single-label checks of the class names
+        return task
 
     def _objective(self, task: Any) -> Objective:
         """The objective, decided at the first folder: --objective, else the leaderboard's, else f1_macro."""
@@ -818,6 +847,7 @@ def _evaluate_folders(options: argparse.Namespace, spec: _ObjectiveOptions | Non
         {**kept, **records}, evaluator.objective, output_dir=options.output_dir,
         exists={**{name: False for name in kept}, **{name: True for name in records}},
         predictions={name: (e.output.labels, e.scores.predictions[None]) for name, e in evaluated.items()},
+        unsaved=_earlier_unsaved(plan, records),
     )
     if main_process:
         _write_evaluation(options.output_dir, evaluated, ranking, plan, kept, moved)
@@ -836,6 +866,15 @@ def _progress(number: int, total: int, name: str, evaluated: _Evaluated) -> None
         f"evaluate: [{number}/{total}] {name}: {examples} examples in {output.seconds:.2f} s "
         f"({rate:.0f} examples/s, {output.processes} process{'es' if output.processes > 1 else ''})"
     )
+
+
+def _earlier_unsaved(plan: _EvaluationPlan, records: Mapping[str, CheckpointRecord]) -> dict[str, CheckpointRecord]:
+    """The earlier leaderboard's evaluations without a checkpoint measured on the same held-out set: they
+    stay listed (those of another set are moved aside with the other entries)."""
+    if plan.earlier is None:
+        return {}
+    fingerprints = {r.eval_set.get("fingerprint") for r in records.values()}
+    return plan.earlier.unsaved(fingerprints, exclude=records)
 
 
 def _earlier_entries(

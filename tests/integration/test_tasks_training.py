@@ -218,3 +218,44 @@ def test_regression_saved_scores_keep_real_values(regression_run):
         if (folder / "checkpoint_scores.npz").is_file():
             saved = load_scores(folder)
             assert np.allclose(saved["labels"], np.asarray(holdout["labels"], dtype=np.float64))
+
+
+def _cli_evaluate(folder: Path, rows: list[dict], tmp_path: Path, *extra: str) -> None:
+    import shutil
+    import subprocess
+    import sys
+
+    copy = tmp_path / "run"
+    shutil.copytree(folder, copy)
+    data = tmp_path / "holdout.jsonl"
+    data.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    done = subprocess.run(
+        [sys.executable, "-m", "trainer_ext", "evaluate", str(copy), "--data", str(data), "--label-column", "labels", *extra],
+        capture_output=True, text=True, timeout=300, env={**__import__("os").environ, "OMP_NUM_THREADS": "1"},
+    )
+    assert done.returncode == 0, done.stderr + done.stdout
+    return copy
+
+
+@pytest.mark.parametrize("task_option", [(), ("--task", "multi_label")])
+def test_cli_evaluate_multi_label_equals_the_callback(multi_label_run, tmp_path, task_option):
+    out = multi_label_run[0]
+    rows = [{"text": r["text"], "labels": [t for t, on in zip(TAGS, r["labels"]) if on]} for r in make_tickets(120, seed=2)]
+    copy = _cli_evaluate(out, rows, tmp_path, *task_option)
+    for folder in _checkpoints(out):
+        trained, evaluated = load_record(folder), load_record(copy / folder.name)
+        assert evaluated.task == "multi_label"
+        assert evaluated.confusion_matrix == trained.confusion_matrix
+        for key in ("f1_macro", "f1_samples", "hamming_loss", "roc_auc_urgent"):
+            assert evaluated.metrics[key] == pytest.approx(trained.metrics[key], abs=1e-6)
+
+
+def test_cli_evaluate_regression_equals_the_callback(regression_run, tmp_path):
+    out = regression_run[0]
+    copy = _cli_evaluate(out, [{"text": r["text"], "labels": r["label"]} for r in _scored_reviews(100, 2)], tmp_path,
+                         "--task", "regression")
+    for folder in _checkpoints(out):
+        trained, evaluated = load_record(folder), load_record(copy / folder.name)
+        assert evaluated.task == "regression"
+        for key in ("mae", "rmse", "r2", "spearman"):
+            assert evaluated.metrics[key] == pytest.approx(trained.metrics[key], abs=1e-5)
