@@ -7,6 +7,8 @@ when trl is installed.
 
 from __future__ import annotations
 
+import json
+
 import numpy as np
 import pytest
 
@@ -91,8 +93,6 @@ def test_trainer_picks_and_loads_the_business_best(tmp_path, data):
     for name, tensor in trainer.model.state_dict().items():
         if name in saved:
             torch.testing.assert_close(tensor, saved[name], rtol=0, atol=0)
-    import json
-
     record = json.loads((tmp_path / best / "checkpoint_metrics.json").read_text())
     assert record["task"] == "label_words"
 
@@ -137,3 +137,51 @@ def test_trl_sft_trainer(tmp_path, data):
     )
     trainer.train()
     _check_pick(trainer, callback, tokenizer, held, tmp_path)
+
+
+def _cli_evaluate(folder, data, *, processes):
+    import os
+    import socket
+    import subprocess
+    import sys
+
+    env = {k: v for k, v in os.environ.items() if k not in ("WORLD_SIZE", "RANK", "LOCAL_RANK", "MASTER_ADDR", "MASTER_PORT")}
+    env.update(OMP_NUM_THREADS="1", TOKENIZERS_PARALLELISM="false", CUDA_VISIBLE_DEVICES="", ACCELERATE_USE_CPU="true")
+    arguments = ["-m", "trainer_ext", "evaluate", str(folder), "--data", str(data), "--objective", OBJECTIVE,
+                 "--batch-size", "32", "--label-words", json.dumps(LABEL_WORDS)]
+    if processes > 1:
+        with socket.socket() as sock:
+            sock.bind(("127.0.0.1", 0))
+            port = sock.getsockname()[1]
+        arguments = ["-m", "torch.distributed.run", "--nproc_per_node", str(processes), "--master_addr", "127.0.0.1",
+                     "--master_port", str(port), *arguments]
+    done = subprocess.run([sys.executable, *arguments], env=env, capture_output=True, text=True, timeout=240)
+    assert done.returncode == 0, done.stderr[-4000:]
+    return json.loads((folder / "checkpoint_leaderboard.json").read_text()), done.stderr
+
+
+def test_cli_evaluate_on_2_processes_equals_the_callback_on_1(tmp_path, data):
+    import shutil
+
+    train, held, tokenizer = data
+    task = LabelWords(LABEL_WORDS)
+    run_dir = tmp_path / "run"
+    callback = BestCheckpointCallback(Dataset.from_list(held_out_rows(held)), OBJECTIVE, task=task)
+    Trainer(
+        model=tiny_causal_llama(tokenizer, seed=0), args=_args(run_dir),
+        train_dataset=Dataset.from_list(training_rows(train, task, tokenizer)),
+        data_collator=DataCollatorForSeq2Seq(tokenizer), processing_class=tokenizer, callbacks=[callback],
+    ).train()
+    expected = {e["checkpoint"]: e["metrics"] for e in callback.leaderboard["entries"]}
+    data_file = tmp_path / "held.jsonl"
+    data_file.write_text("".join(json.dumps(row) + "\n" for row in held_out_rows(held)))
+    for processes in (2,):  # the callback's run is the 1-process reference; a 1-process CLI run adds ~15 s
+        folder = tmp_path / f"cli_{processes}"
+        shutil.copytree(run_dir, folder)
+        board, progress = _cli_evaluate(folder, data_file, processes=processes)
+        assert f"{processes} process" in progress  # really evaluated on that many processes
+        got = {e["checkpoint"]: e["metrics"] for e in board["entries"]}
+        assert set(got) == set(expected)
+        for name, metrics in expected.items():
+            for key, value in metrics.items():
+                assert got[name][key] == pytest.approx(value, rel=1e-6, abs=1e-9), (processes, name, key)
