@@ -220,7 +220,7 @@ def test_task_for_model_reads_id2label_and_warns_on_other_label_names():
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         task_for_model(generic, label_names=["neg", "pos"])
-    with pytest.raises(ConfigurationError, match=r"^task: expected one of \['single_label'\]"):
+    with pytest.raises(ConfigurationError, match=r"^task: expected one of \['single_label', 'multi_label', 'token', 'regression'\]"):
         task_for_model(model, task="multi_label_maybe")
     with pytest.raises(ConfigurationError, match=r"^label_names: the model has no config.id2label"):
         task_for_model(SimpleNamespace(config=SimpleNamespace(id2label=None)))
