@@ -122,7 +122,7 @@ def _markdown_columns(payload: Mapping[str, Any], max_classes: int) -> list[str]
 def _entry_cells(entry: Mapping[str, Any]) -> list[str]:
     """rank, checkpoint, step, feasible, on disk."""
     return [
-        str(entry["rank"]),
+        "-" if entry.get("rank") is None else str(entry["rank"]),  # an unsaved evaluation is never ranked
         entry["checkpoint"],
         str(entry["global_step"]),
         "yes" if entry["feasible"] else "no",

@@ -39,7 +39,7 @@ from .records import (
     read_json,
     scores_filename,
 )
-from .selection import Candidate, Selection, compare_predictions, p_value_of, rank, resampled_key
+from .selection import Candidate, Selection, compare_predictions, p_value_of, rank, resampled_key, select_best
 
 if TYPE_CHECKING:
     from .uncertainty import PairedComparison
@@ -108,7 +108,8 @@ def read_records(
     A folder's ``checkpoint_metrics.json`` wins; a leaderboard entry whose folder has no record (the
     folder was rotated away) is rebuilt with :func:`record_from_leaderboard_entry`. ``up_to_step`` drops
     records of later steps (a resumed run forgets what came after its checkpoint). ``objective`` is
-    stored in the rebuilt records; default: the leaderboard's.
+    stored in the rebuilt records; default: the leaderboard's. Entries with ``saved: false`` (evaluations
+    without a checkpoint, ``eval_steps=``/``save=``) are not records: :func:`read_unsaved` reads them.
 
     Raises :class:`~trainer_ext.errors.SchemaVersionError` when a file is newer than this library, and
     ``FileNotFoundError`` when ``output_dir`` does not exist. Returns ``{}`` when there is no record.
@@ -122,7 +123,7 @@ def read_records(
         board = read_json(board_path)
         stored = objective.to_dict() if objective is not None else board.get("objective") or {}
         for entry in board.get("entries", []):
-            if up_to_step is not None and int(entry["global_step"]) > up_to_step:
+            if entry.get("saved") is False or (up_to_step is not None and int(entry["global_step"]) > up_to_step):
                 continue
             records[entry["checkpoint"]] = record_from_leaderboard_entry(
                 entry, labels=list(board.get("labels", [])), objective=stored
@@ -134,6 +135,23 @@ def read_records(
             if up_to_step is None or record.global_step <= up_to_step:
                 records[record.checkpoint] = record
     return records
+
+
+def read_unsaved(
+    output_dir: str | os.PathLike, *, up_to_step: int | None = None, objective: Objective | None = None
+) -> dict[str, CheckpointRecord]:
+    """The leaderboard's entries with ``saved: false`` (evaluations for which no checkpoint was written),
+    rebuilt as records (:func:`record_from_leaderboard_entry`); ``{}`` without a leaderboard."""
+    board_path = Path(output_dir) / LEADERBOARD_FILENAME
+    if not board_path.is_file():
+        return {}
+    board = read_json(board_path)
+    stored = objective.to_dict() if objective is not None else board.get("objective") or {}
+    return {
+        entry["checkpoint"]: record_from_leaderboard_entry(entry, labels=list(board.get("labels", [])), objective=stored)
+        for entry in board.get("entries", [])
+        if entry.get("saved") is False and (up_to_step is None or int(entry["global_step"]) <= up_to_step)
+    }
 
 
 # ---- saved predictions ---------------------------------------------------------------------------------
@@ -188,11 +206,24 @@ class EarlierLeaderboard:
             name, fingerprint = entry["checkpoint"], self.fingerprints.get(entry["checkpoint"])
             if fingerprint is None or fingerprint not in fingerprints:
                 moved.append(dict(entry))
+            elif entry.get("saved") is False:
+                continue  # an evaluation without a checkpoint on the same set: see unsaved()
             elif name not in on_disk:
                 kept[name] = record_from_leaderboard_entry(
                     {**entry, "fingerprint": fingerprint}, labels=labels, objective=objective.to_dict()
                 )
         return kept, moved
+
+    def unsaved(self, fingerprints: Collection[str], *, exclude: Collection[str] = ()) -> dict[str, CheckpointRecord]:
+        """The board's evaluations without a checkpoint (``saved: false``) measured on a set of
+        ``fingerprints``, rebuilt as records (those of another set are among :meth:`split`'s ``moved``)."""
+        labels = list(self.board.get("labels", []))
+        return {
+            entry["checkpoint"]: record_from_leaderboard_entry(entry, labels=labels, objective=self.board.get("objective") or {})
+            for entry in self.board.get("entries", [])
+            if entry.get("saved") is False and entry["checkpoint"] not in exclude
+            and self.fingerprints.get(entry["checkpoint"]) in fingerprints
+        }
 
 
 def read_earlier_leaderboard(output_dir: str | os.PathLike) -> EarlierLeaderboard | None:
@@ -248,6 +279,7 @@ def rank_records(
     exists: Mapping[str, bool] | None = None,
     predictions: Mapping[str, tuple[np.ndarray, np.ndarray]] | None = None,
     final: bool = True,
+    unsaved: Mapping[str, CheckpointRecord] | None = None,
 ) -> Ranking:
     """Rank ``records`` by ``objective`` without a model: the selection, the records' ranking fields, the
     leaderboard payload.
@@ -261,6 +293,9 @@ def rank_records(
     * ``require_significance`` and the leaderboard's ``comparison`` use the checkpoints' saved predictions
       (``predictions``: ``{checkpoint: (labels, predictions)}`` when in memory, else their scores files);
       a checkpoint without them is compared by value, as the callback does after a resume.
+
+    ``unsaved``: evaluations without a checkpoint (:func:`read_unsaved`); they are listed in the payload
+    with this objective's value, never ranked.
 
     Reads scores files only; writes nothing.
     """
@@ -295,10 +330,22 @@ def rank_records(
     estimate, estimate_note = _best_estimate(records, result.selection, objective, output_dir, set_names, slugs, predictions)
     payload = leaderboard_payload(
         result.selection, new_records, exists, comparison=result.comparison_dict,
-        best_estimate=estimate, estimate_note=estimate_note,
+        best_estimate=estimate, estimate_note=estimate_note, unsaved=_rescored(unsaved or {}, objective),
     )
     notes += _fingerprint_notes(records.values())
     return Ranking(result.selection, new_records, dict(exists), payload, tuple(notes), p_value_of(compare))
+
+
+def _rescored(unsaved: Mapping[str, CheckpointRecord], objective: Objective) -> dict[str, CheckpointRecord]:
+    """Unsaved evaluations with this objective's value, feasibility and violations (never ranked)."""
+    out = {}
+    for name, record in unsaved.items():
+        alone = select_best([Candidate(name, record.global_step, record.metrics)], objective).ranking[0]
+        out[name] = replace(
+            record, objective=objective.to_dict(), objective_value=alone.objective_value, feasible=alone.feasible,
+            violations=dict(alone.violations),
+        )
+    return out
 
 
 def _best_estimate(
@@ -353,7 +400,8 @@ def _comparer(
 
     def compare(first: str, second: str) -> PairedComparison | None:
         a, b = predictions_of(first), predictions_of(second)
-        if a is None or b is None or not slugs or a[0].shape != b[0].shape:
+        # 2-D labels (multi-label): the paired comparison is single-label only for now (issue 11).
+        if a is None or b is None or not slugs or a[0].shape != b[0].shape or np.ndim(a[0]) != 1:
             return None
         return compare_predictions(objective, slugs, a[0], a[1], b[1], names=(first, second), target=target)
 

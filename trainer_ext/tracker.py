@@ -33,15 +33,8 @@ from typing import Any
 import numpy as np
 
 from .objectives import Objective
-from .records import (
-    LEADERBOARD_FILENAME,
-    RECORD_FILENAME,
-    TRAINER_STATE_FILENAME,
-    CheckpointRecord,
-    leaderboard_payload,
-    read_json,
-)
-from .run_folder import read_predictions, read_records
+from .records import RECORD_FILENAME, TRAINER_STATE_FILENAME, CheckpointRecord, leaderboard_payload
+from .run_folder import read_predictions, read_records, read_unsaved
 from .selection import Candidate, RankedCandidate, Selection, candidates_of, rank
 
 __all__ = ["PendingEvaluation", "ResumedRun", "RunTracker", "incomplete_checkpoint", "read_resumed_run"]
@@ -351,14 +344,6 @@ def read_resumed_run(
     for set_name in set_names:
         for name, saved in read_predictions(output_dir, records, set_name).items():
             predictions.setdefault(name, {})[set_name] = saved.predictions.astype(np.int16)
-    unsaved = {name: records.pop(name) for name in _unsaved_entries(output_dir) if name in records}
+    unsaved = read_unsaved(output_dir, up_to_step=global_step, objective=objective)
     unrecorded = incomplete_checkpoint(output_dir, checkpoint, records, needed_files)
     return ResumedRun(records, predictions, unrecorded, unsaved)
-
-
-def _unsaved_entries(output_dir: str | Path) -> list[str]:
-    """The leaderboard's entries with ``saved: false`` (evaluations without a checkpoint)."""
-    path = Path(output_dir) / LEADERBOARD_FILENAME
-    if not path.is_file():
-        return []
-    return [e["checkpoint"] for e in read_json(path).get("entries", []) if e.get("saved") is False]

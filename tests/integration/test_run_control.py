@@ -119,6 +119,15 @@ def test_save_all_with_unaligned_eval_steps_lists_unsaved_entries(data, tmp_path
     best = max(saved_values, key=lambda s: (saved_values[s], -s))
     assert trainer.state.best_model_checkpoint == str(tmp_path / f"checkpoint-{best}")
 
+    # trainer-ext rank (and rank --apply, which rewrites the leaderboard) keeps them listed, never ranked.
+    from trainer_ext.cli import main
+
+    assert main(["rank", str(tmp_path), "--objective", OBJECTIVE, "--apply"]) == 0
+    board = _board(tmp_path)
+    assert sorted(e["global_step"] for e in board["entries"] if not e["saved"]) == [4, 8, 12, 16, 24, 28]
+    assert board["best_checkpoint"] == f"checkpoint-{best}"
+    assert "| - | checkpoint-4 |" in (tmp_path / "checkpoint_leaderboard.md").read_text(encoding="utf-8")
+
 
 def test_top_k_saves_the_evaluations_entering_the_k_best(data, tmp_path):
     _train(data, tmp_path, cb_kwargs={"eval_steps": 3, "save": "top_k", "keep_top_k": 2})
