@@ -88,3 +88,21 @@ def test_model_path_and_data_files_use_the_from_pretrained_path(tmp_path):
     assert len(board["entries"]) == 2
     assert board["entries"][0]["metrics"]["support_negative"] == sum(r["label"] == 0 for r in eval_rows)
     assert Path(str(board["best_checkpoint"])).name in completed.stdout.strip().splitlines()[-1]
+
+
+def test_tag_support_tickets_runs_and_stores_per_label_thresholds(tmp_path):
+    """The multi-label example (issue 11) at its default size: about 40 s on one CPU thread."""
+    import json
+    import os
+    import subprocess
+    import sys
+
+    done = subprocess.run(
+        [sys.executable, str(REPO_ROOT / "examples" / "tag_support_tickets.py"), "--out", str(tmp_path)],
+        capture_output=True, text=True, timeout=300, env={**os.environ, "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1"},
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    board = json.loads((tmp_path / "checkpoint_leaderboard.json").read_text())
+    assert f"business-best: {board['best_checkpoint']}" in done.stdout
+    config = json.loads((tmp_path / board["best_checkpoint"] / "config.json").read_text())
+    assert set(config["decision_threshold"]["thresholds"]) == {"BILLING", "BUG", "URGENT", "FEATURE_REQUEST"}
