@@ -180,6 +180,8 @@ def prepare_held_out(
     With ``model``, feature columns its ``forward`` does not accept are dropped, as the Trainer's
     ``remove_unused_columns`` drops them; without, the columns ``text``, ``idx``, ``id`` and the label
     columns are. ``label_names`` (instead of ``task``): the first version's call, a single-label task.
+    A task with a ``held_out_features(rows, tokenizer, argument=...)`` method makes its own features
+    instead (:class:`~trainer_ext.tasks.label_words.LabelWords`: the tokenized ``prompt`` column).
     """
     task = task if task is not None else SingleLabel(list(label_names or ()))
     check_dataset_shape(dataset, argument=argument, label_column=label_column)
