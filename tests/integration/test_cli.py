@@ -595,9 +595,17 @@ def test_evaluate_keeps_rotated_away_entries_of_the_same_held_out_set(written_by
     assert status == 0, err
     assert f"kept the leaderboard entry of 1 checkpoint(s) no longer on disk ({rotated})" in err
     assert "same held-out set" in err and "moved" not in err
-    # The callback's leaderboard of the training run, but for the folder that is gone.
+    # The callback's leaderboard of the training run, but for the folder that is gone; the
+    # selection-corrected estimate now covers the checkpoints whose predictions are still on disk, and
+    # the reason says so.
     expected = {**trained, "entries": [{**e, "exists": e["checkpoint"] != rotated} for e in trained["entries"]]}
-    assert _board(run) == expected
+    board = _board(run)
+    note = "; the selection-corrected estimate covers the 2 checkpoints with saved predictions (1 without them"
+    assert note in board["reason"] and board["best_estimate"] is not None
+    assert board["reason"].split("; the selection-corrected")[0] == trained["reason"].split("; the selection-corrected")[0]
+    for key in ("reason", "best_estimate"):
+        board.pop(key), expected.pop(key)
+    assert board == expected
     assert f"| {rotated} |" in (run / "checkpoint_leaderboard.md").read_text(encoding="utf-8")
     assert not (run / "checkpoint_leaderboard.previous.json").exists()
 
