@@ -308,7 +308,7 @@ def rank_records(
     set_names = _set_names(records)
     target = objective_set(objective, set_names) if set_names != [None] else None
     derived, notes = _derived_metrics(records, objective, output_dir, slugs)
-    compare = _comparer(output_dir, objective, slugs, target, predictions)
+    compare = _comparer(output_dir, objective, _task_of(records) or slugs, target, predictions)
     candidates = [Candidate(r.checkpoint, r.global_step, derived[n]) for n, r in records.items()]
     result = rank(candidates, objective, compare=compare, final=final)
     ranked = {r.checkpoint: r for r in result.selection.ranking}
@@ -362,7 +362,7 @@ def _best_estimate(
     held-out set) is left out."""
     from .estimate import estimate_for_leaderboard
 
-    if not slugs or any(r.task != "single_label" for r in records.values()):
+    if not slugs or any(r.task not in ("single_label", "label_words") for r in records.values()):  # class ids
         return estimate_for_leaderboard(None, {}, {}, objective, slugs, None)
     labels: dict[str | None, np.ndarray] = {}
     predictions: dict[str, dict[str | None, np.ndarray]] = {}
@@ -380,6 +380,14 @@ def _best_estimate(
     return estimate_for_leaderboard(
         labels or None, complete, steps, objective, slugs, None if best is None else best.objective_value
     )
+
+
+def _task_of(records: Mapping[str, CheckpointRecord]) -> Any:
+    """The task the records were written with (None without records of two or more labels)."""
+    from .tasks import task_from_record
+
+    first = next(iter(records.values()), None)
+    return task_from_record(first.task, first.labels) if first is not None and len(first.labels) >= 2 else None
 
 
 def _comparer(
@@ -401,7 +409,7 @@ def _comparer(
     def compare(first: str, second: str) -> PairedComparison | None:
         a, b = predictions_of(first), predictions_of(second)
         # 2-D labels (multi-label): the paired comparison is single-label only for now (issue 11).
-        if a is None or b is None or not slugs or a[0].shape != b[0].shape or np.ndim(a[0]) != 1:
+        if a is None or b is None or not slugs or a[0].shape != b[0].shape:
             return None
         return compare_predictions(objective, slugs, a[0], a[1], b[1], names=(first, second), target=target)
 
