@@ -38,42 +38,25 @@ business-best last improved by more than ``early_stopping_threshold`` (an unsave
 from __future__ import annotations
 
 import logging
-import os
-import shutil
 import warnings
 from collections.abc import Sequence
-from pathlib import Path
 from typing import Any
 
 from transformers import TrainerCallback
 
 from . import distributed
+from .best_model import load_best, log_chosen_confusion_matrix, sign_saved_models, warn_if_infeasible, write_report_if_possible
 from .config import CallbackConfig
 from .errors import TrainerExtWarning
 from .holdout import HeldOutSets
 from .objectives import Objective
-from .provenance import write_provenance
-from .records import (
-    build_record,
-    checkpoint_name,
-    scores_filename,
-    write_best_into_trainer_state,
-    write_checkpoint_files,
-    write_leaderboard,
-)
-from .run_folder import checkpoint_folders, existing_checkpoints
+from .records import build_record, checkpoint_name, scores_filename
+from .render import decision_line, early_stop_line
+from .run_files import RunFiles, on_main
 from .scoring import Metric
 from .tasks import SingleLabel
-from .thresholds import CONFIG_KEY
 from .tracker import PendingEvaluation, RunTracker, read_resumed_run
-from .trainer_bridge import (
-    TrainerBridge,
-    best_strategy,
-    log_confusion_matrix,
-    point_state_at,
-    saves_nothing,
-    wrap_create_model_card,
-)
+from .trainer_bridge import TrainerBridge, best_strategy, point_state_at, saves_nothing
 
 logger = logging.getLogger(__name__)
 
@@ -168,6 +151,7 @@ class BestCheckpointCallback(TrainerCallback):
         self._held_out: HeldOutSets | None = None  # made in on_train_begin
         self._run = RunTracker(self.objective, keep_top_k=keep_top_k)
         self._host: TrainerBridge | None = None
+        self._files: RunFiles | None = None
 
     @property
     def leaderboard(self) -> dict[str, Any] | None:
@@ -191,6 +175,10 @@ class BestCheckpointCallback(TrainerCallback):
             labels={k: h.labels for k, h in held_out.sets.items()} if isinstance(held_out.task, SingleLabel) else None,
             slugs=held_out.task.slugs,
             objective_set=held_out.target,
+        )
+        self._files = RunFiles(
+            args.output_dir, self._run, task=held_out.task, save_scores=self.config.save_scores,
+            keep_top_k=self.config.keep_top_k, save_total_limit=lambda: self._host.save_total_limit,
         )
         if self.config.keep_top_k is not None:
             self._host.take_over_rotation(args)  # the Trainer keeps the newest and one best; we keep k
@@ -227,10 +215,9 @@ class BestCheckpointCallback(TrainerCallback):
             self._run.unsaved.pop(checkpoint_name(state.global_step), None)  # saved after all
             self._evaluate_and_rank(args, state, control, model)
         pending = self._run.commit()
-        folder = Path(args.output_dir) / pending.checkpoint
-        failure = _on_main(state, lambda: self._write_checkpoint_files(args, folder, pending))
-        self._share_existing(args)  # collective: every rank, even after a failure
-        failure = failure or _on_main(state, lambda: self._write_leaderboard_and_best(args, state, folder))
+        failure = on_main(state, lambda: self._files.checkpoint(pending))
+        self._files.share_existing()  # collective: every rank, even after a failure
+        failure = failure or on_main(state, lambda: self._files.leaderboard_and_best(state, pending.checkpoint))
         distributed.raise_if_any(failure, f"writing the records of {pending.checkpoint}", on="the main process")
 
     def on_train_end(self, args, state, control, model=None, **kwargs):
@@ -244,17 +231,24 @@ class BestCheckpointCallback(TrainerCallback):
             return
         self._run.select(final=True)
         self._apply_best(args, state)
-        self._warn_if_infeasible()
-        failure = _on_main(state, lambda: self._rotate(args))
-        self._share_existing(args)
-        failure = failure or _on_main(state, lambda: self._write_leaderboard(args))
+        warn_if_infeasible(self._run)
+        failure = on_main(state, self._files.rotate)
+        self._files.share_existing()
+        failure = failure or on_main(state, self._files.leaderboard)
         distributed.raise_if_any(failure, "writing the leaderboard at the end of training", on="the main process")
-        holds_best = self._load_best(args, state, model, recorded_late)
+        self._finish(args, state, model, recorded_late)
+
+    def _finish(self, args, state, model, recorded_late: bool) -> None:
+        """The business-best after training (see :mod:`trainer_ext.best_model`)."""
+        holds_best = load_best(
+            self._host, self._run, args, state, model, load_best_at_end=self.config.load_best_at_end,
+            recorded_late=recorded_late, task=self._held_out.task,
+        )
         if state.is_world_process_zero:
-            self._log_chosen_confusion_matrix(args)
-            _write_report_if_possible(args.output_dir)
+            log_chosen_confusion_matrix(self._host, self._run, args, self.config.name)
+            write_report_if_possible(args.output_dir)
         if holds_best:
-            self._sign_saved_models(args)
+            sign_saved_models(self._host, self._run, args)
         distributed.barrier()
 
     # ---- steps of the hooks -------------------------------------------------------------------
@@ -295,13 +289,8 @@ class BestCheckpointCallback(TrainerCallback):
                 if stale >= config.early_stopping_patience:
                     control.should_training_stop = True
                     if state.is_world_process_zero:
-                        best = self._run.best
-                        logger.info(
-                            "Early stopping at step %d: %d evaluations in a row without improving %s by more than %g; "
-                            "best checkpoint %s (%s = %s).", step, stale, self.objective.metric,
-                            config.early_stopping_threshold, None if best is None else best.checkpoint,
-                            self.objective.metric, None if best is None else best.objective_value,
-                        )
+                        logger.info("%s", early_stop_line(
+                            step, stale, self.objective.metric, config.early_stopping_threshold, self._run.best))
         if config.save != "all":
             control.should_save = self._run.is_pending(checkpoint)
 
@@ -313,7 +302,7 @@ class BestCheckpointCallback(TrainerCallback):
             return
         self._run.set_aside()
         self._apply_best(args, state)
-        failure = _on_main(state, lambda: self._write_leaderboard(args))
+        failure = on_main(state, self._files.leaderboard)
         distributed.raise_if_any(failure, f"writing the leaderboard after {pending.checkpoint}", on="the main process")
 
     def _controls_run(self) -> bool:
@@ -340,46 +329,13 @@ class BestCheckpointCallback(TrainerCallback):
             logs[f"{self.config.name}_objective"] = float("nan") if ranked.objective_value is None else float(ranked.objective_value)
             self._host.log(args, state, control, logs)
         if state.is_world_process_zero:
-            logger.info("%s", _decision_line(self.objective.metric, ranked, previous, self._run.best, self._run.selection))
+            selection = self._run.selection
+            logger.info("%s", decision_line(self.objective.metric, ranked, previous, self._run.best, selection.reason))
 
     def _apply_best(self, args, state) -> None:
         best = self._run.best
         if best is not None:
             point_state_at(args, state, best.global_step, best.objective_value, best.checkpoint)
-
-    def _write_checkpoint_files(self, args, folder: Path, pending: PendingEvaluation) -> None:
-        threshold = pending.scores.threshold
-        write_checkpoint_files(
-            folder, pending.record, pending.outputs, pending.scores.predictions, save_scores=self.config.save_scores,
-            threshold=None if threshold is None else self._held_out.task.threshold_config(threshold),
-        )
-        self._rotate(args)
-
-    def _write_leaderboard_and_best(self, args, state, folder: Path) -> None:
-        self._write_leaderboard(args)
-        write_best_into_trainer_state(
-            folder, best_metric=state.best_metric, best_global_step=state.best_global_step,
-            best_model_checkpoint=state.best_model_checkpoint,
-        )
-
-    def _write_leaderboard(self, args) -> None:
-        payload = self._run.leaderboard()
-        if payload is not None:
-            write_leaderboard(args.output_dir, payload)
-
-    def _rotate(self, args) -> None:
-        """keep_top_k: delete the oldest checkpoints beyond save_total_limit, never the newest or the top k."""
-        if self.config.keep_top_k is None:
-            return
-        folders = [p.name for p in checkpoint_folders(args.output_dir)]
-        for name in self._run.folders_to_rotate(folders, self._host.save_total_limit):
-            logger.info("keep_top_k: deleting %s (not among the %d best)", name, self.config.keep_top_k)
-            shutil.rmtree(Path(args.output_dir) / name, ignore_errors=True)
-
-    def _share_existing(self, args) -> None:
-        """Which recorded checkpoints still exist: read on the main process, shared with every rank."""
-        exists = existing_checkpoints(args.output_dir, self._run.records) if distributed.is_main() else None
-        self._run.exists = distributed.broadcast_object(exists)
 
     def _resume(self, args, state) -> None:
         """Continue the leaderboard of the run being resumed (read on the main process, shared)."""
@@ -394,7 +350,7 @@ class BestCheckpointCallback(TrainerCallback):
         self._run.replay_patience(self.config.early_stopping_threshold)
         if self._run.records:
             self._apply_best(args, state)
-            self._share_existing(args)
+            self._files.share_existing()
             logger.info("Resumed %d checkpoint record(s); best so far %s", len(self._run.records), self._run.selection.best_checkpoint)
 
     def _record_resumed_checkpoint(self, args, state, control, model) -> bool:
@@ -409,131 +365,9 @@ class BestCheckpointCallback(TrainerCallback):
         self.on_save(args, state, control, model=model)
         return True
 
-    def _warn_if_infeasible(self) -> None:
-        best = self._run.best
-        if best is not None and not best.feasible:
-            warnings.warn(
-                f"BestCheckpointCallback: no checkpoint met {[str(c) for c in self.objective.constraints]}; "
-                f"{best.checkpoint} was chosen by on_infeasible={self.objective.on_infeasible!r}. "
-                f"{self._run.selection.reason}",
-                TrainerExtWarning,
-                stacklevel=3,
-            )
-
-    def _load_best(self, args, state, model, recorded_late: bool) -> bool:
-        """Load the business-best weights when the Trainer did not; return whether the model holds them."""
-        best = state.best_model_checkpoint
-        # recorded_late: the Trainer loaded its best before this hook, without the checkpoint recorded just now.
-        wanted = (self.config.load_best_at_end and not args.load_best_model_at_end) or (
-            recorded_late and args.load_best_model_at_end
-        )
-        holds_best = bool(best) and args.load_best_model_at_end
-        if best and wanted:
-            if os.path.isdir(best):
-                self._host.load_best(model, best)
-                holds_best = True
-            else:
-                holds_best = False
-                warnings.warn(
-                    f"BestCheckpointCallback: the best checkpoint {best} is gone; the model keeps its last weights.",
-                    TrainerExtWarning,
-                    stacklevel=3,
-                )
-        record = self._run.records.get(os.path.basename(best)) if best else None
-        if model is not None and record is not None and record.decision_threshold is not None and hasattr(model, "config"):
-            setattr(model.config, CONFIG_KEY, self._held_out.task.threshold_config(record.decision_threshold))
-        if best and state.is_world_process_zero:
-            logger.info("%s", _end_line(self.objective.metric, self._run.best, holds_best, args.metric_for_best_model))
-        return holds_best
-
-    def _log_chosen_confusion_matrix(self, args) -> None:
-        """The chosen checkpoint's confusion matrix to the trackers that have a place for it."""
-        best = self._run.best
-        record = self._run.records.get(best.checkpoint) if best is not None else None
-        if record is not None and record.confusion_matrix:
-            log_confusion_matrix(
-                self._host.handler, record.confusion_matrix, record.labels, step=record.global_step,
-                checkpoint=record.checkpoint, name=self.config.name, args=args,
-            )
-
-    def _sign_saved_models(self, args) -> None:
-        """After training, ``trainer.save_model()`` also writes how the model was chosen (provenance)."""
-        payload = self._run.leaderboard()
-        if payload is None or not payload.get("best_checkpoint"):
-            return
-        best = self._run.records.get(payload["best_checkpoint"])
-        held_out = best.eval_set if best is not None else {}
-
-        def write(output_dir: str) -> None:
-            if distributed.is_main():
-                write_provenance(output_dir, payload, held_out)
-
-        self._host.after_save_model(write, args.output_dir)
-        # create_model_card (and push_to_hub, which calls it) rewrite README.md from scratch: ours goes over it.
-        wrap_create_model_card(self._host.trainer, write)
-
     def _trainer_metric_is_ours(self, args) -> str | None:
         wanted = args.metric_for_best_model
         if not wanted:
             return None
         key = wanted if wanted.startswith("eval_") else f"eval_{wanted}"
         return key if key == f"eval_{self.config.name}_{self.objective.metric}" else None
-
-
-# ---- small helpers -----------------------------------------------------------------------------
-
-
-def _on_main(state, write) -> Exception | None:
-    """Run ``write`` on the global main process; return its exception instead of raising it, so that the
-    caller can share the failure with every rank first (``distributed.raise_if_any``)."""
-    if not state.is_world_process_zero:
-        return None
-    try:
-        write()
-    except Exception as exc:  # noqa: BLE001 - re-raised by raise_if_any on this rank
-        return exc
-    return None
-
-
-def _decision_line(metric: str, ranked, previous, best, selection) -> str:
-    """One line per evaluation: ``checkpoint-126: recall_negative = 0.8388 (new best; previous checkpoint-63
-    0.8099)`` or ``... (best stays checkpoint-63, 0.8388: <reason>)``."""
-    value = "nan" if ranked.objective_value is None else f"{ranked.objective_value:.4f}"
-    head = f"{ranked.checkpoint}: {metric} = {value}"
-    if best is not None and best.checkpoint == ranked.checkpoint:
-        if previous is None or previous.checkpoint == ranked.checkpoint:
-            return f"{head} (new best; first evaluated)"
-        before = "nan" if previous.objective_value is None else f"{previous.objective_value:.4f}"
-        return f"{head} (new best; previous {previous.checkpoint} {before})"
-    if best is None:
-        return f"{head} (no checkpoint has a finite {metric} yet)"
-    return f"{head} (best stays {best.checkpoint}, {best.objective_value:.4f}: {selection.reason})"
-
-
-def _end_line(metric: str, best, holds_best: bool, trainer_metric: str | None) -> str:
-    """The last decision line: which checkpoint the model holds, and what the Trainer's own "score" meant."""
-    value = "nan" if best.objective_value is None else f"{best.objective_value:.4f}"
-    if holds_best:
-        line = f"Business-best checkpoint loaded: {best.checkpoint} ({metric} = {value})."
-    else:
-        line = (f"Business-best checkpoint: {best.checkpoint} ({metric} = {value}); the model keeps its last weights "
-                f"(load_best_at_end=False).")
-    wanted = (trainer_metric or "").removeprefix("eval_")
-    if wanted and wanted != metric and not wanted.endswith(f"_{metric}"):
-        line += (f" The Trainer's 'Loading best model from ... (score: ...)' line reports the business objective "
-                 f"{metric}, not its metric_for_best_model {wanted!r}.")
-    return line
-
-
-def _write_report_if_possible(output_dir) -> None:
-    """The report of ``trainer-ext report`` at the end of training, when matplotlib is installed."""
-    try:
-        from .report import write_report
-
-        path = write_report(output_dir)
-    except ImportError:
-        logger.info("No report figures: matplotlib is not installed (pip install 'trainer-ext[plot]').")
-    except Exception as exc:  # a report must never fail a finished training run
-        warnings.warn(f"BestCheckpointCallback: could not write the report: {exc}", TrainerExtWarning, stacklevel=2)
-    else:
-        logger.info("Report written to %s", path)

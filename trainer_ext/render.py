@@ -18,6 +18,9 @@ __all__ = [
     "objective_header",
     "comparison_sentence",
     "estimate_sentence",
+    "decision_line",
+    "end_line",
+    "early_stop_line",
     "leaderboard_markdown",
     "leaderboard_table",
     "confusion_table",
@@ -158,3 +161,48 @@ def confusion_table(labels: Sequence[str], matrix: Sequence[Sequence[int]]) -> l
     for name, row in zip(labels, matrix):
         lines.append(f"| {name} | " + " | ".join(str(int(v)) for v in row) + " |")
     return lines
+
+
+# ---- the log --------------------------------------------------------------------------------------------
+
+
+def _objective_value(value: Any) -> str:
+    return "nan" if value is None else f"{value:.4f}"
+
+
+def decision_line(metric: str, ranked: Any, previous: Any, best: Any, reason: str) -> str:
+    """One INFO line per evaluation (``ranked``; ``previous`` the best before it, ``best`` after):
+    ``checkpoint-126: recall_negative = 0.8388 (new best; previous checkpoint-63 0.8099)`` or
+    ``... (best stays checkpoint-63, 0.8388: <reason>)``."""
+    head = f"{ranked.checkpoint}: {metric} = {_objective_value(ranked.objective_value)}"
+    if best is not None and best.checkpoint == ranked.checkpoint:
+        if previous is None or previous.checkpoint == ranked.checkpoint:
+            return f"{head} (new best; first evaluated)"
+        return f"{head} (new best; previous {previous.checkpoint} {_objective_value(previous.objective_value)})"
+    if best is None:
+        return f"{head} (no checkpoint has a finite {metric} yet)"
+    return f"{head} (best stays {best.checkpoint}, {_objective_value(best.objective_value)}: {reason})"
+
+
+def end_line(metric: str, best: Any, holds_best: bool, trainer_metric: str | None) -> str:
+    """The last decision line: which checkpoint the model holds, and what the Trainer's own "score" meant."""
+    value = _objective_value(best.objective_value)
+    if holds_best:
+        line = f"Business-best checkpoint loaded: {best.checkpoint} ({metric} = {value})."
+    else:
+        line = (f"Business-best checkpoint: {best.checkpoint} ({metric} = {value}); the model keeps its last weights "
+                f"(load_best_at_end=False).")
+    wanted = (trainer_metric or "").removeprefix("eval_")
+    if wanted and wanted != metric and not wanted.endswith(f"_{metric}"):
+        line += (f" The Trainer's 'Loading best model from ... (score: ...)' line reports the business objective "
+                 f"{metric}, not its metric_for_best_model {wanted!r}.")
+    return line
+
+
+def early_stop_line(step: int, stale: int, metric: str, threshold: float, best: Any) -> str:
+    """Why training stops early, and which checkpoint is best."""
+    return (
+        f"Early stopping at step {step}: {stale} evaluations in a row without improving {metric} by more than "
+        f"{threshold:g}; best checkpoint {None if best is None else best.checkpoint} "
+        f"({metric} = {None if best is None else best.objective_value})."
+    )

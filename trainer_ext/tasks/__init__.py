@@ -565,7 +565,9 @@ def _task_name_of(model: Any) -> str:
 
 def _task_class(name: str | None) -> type[Task]:
     """The class of a task name of :data:`TASK_NAMES` (None: single-label, records before ``task``)."""
-    if name in (None, SingleLabel.name):
+    if name in (None, SingleLabel.name, "label_words"):
+        # label_words: a record keeps the classes, not the label texts; ranking and reports need only
+        # what comes after the forward pass, which is SingleLabel's.
         return SingleLabel
     if name == "multi_label":
         from .multi_label import MultiLabel
