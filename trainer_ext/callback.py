@@ -169,17 +169,7 @@ class BestCheckpointCallback(TrainerCallback):
         distributed.check_launch(args.world_size)
         self._host = TrainerBridge(self)
         self._held_out = HeldOutSets.prepare(self.config, model, processing_class)
-        held_out = self._held_out
-        self._run = RunTracker(
-            self.objective, compare=held_out.compare, keep_top_k=self.config.keep_top_k,
-            labels={k: h.labels for k, h in held_out.sets.items()} if isinstance(held_out.task, SingleLabel) else None,
-            slugs=held_out.task.slugs,
-            objective_set=held_out.target,
-        )
-        self._files = RunFiles(
-            args.output_dir, self._run, task=held_out.task, save_scores=self.config.save_scores,
-            keep_top_k=self.config.keep_top_k, save_total_limit=lambda: self._host.save_total_limit,
-        )
+        self._run, self._files = self._new_run(args)
         if self.config.keep_top_k is not None:
             self._host.take_over_rotation(args)  # the Trainer keeps the newest and one best; we keep k
         if state.global_step > 0:
@@ -252,6 +242,19 @@ class BestCheckpointCallback(TrainerCallback):
         distributed.barrier()
 
     # ---- steps of the hooks -------------------------------------------------------------------
+
+    def _new_run(self, args) -> tuple[RunTracker, RunFiles]:
+        held_out, config = self._held_out, self.config
+        class_ids = isinstance(held_out.task, SingleLabel)  # the selection-corrected estimate resamples class ids
+        run = RunTracker(
+            self.objective, compare=held_out.compare, keep_top_k=config.keep_top_k, slugs=held_out.task.slugs,
+            labels={k: h.labels for k, h in held_out.sets.items()} if class_ids else None, objective_set=held_out.target,
+        )
+        files = RunFiles(
+            args.output_dir, run, task=held_out.task, save_scores=config.save_scores, keep_top_k=config.keep_top_k,
+            save_total_limit=lambda: self._host.save_total_limit,
+        )
+        return run, files
 
     def _maybe_evaluate(self, args, state, control, model) -> None:
         self._set_aside_unsaved(args, state)
