@@ -2,6 +2,10 @@
 # Run the test suite in .venv (created and installed on first use).
 # Arguments go to pytest:  scripts/test.sh -k leaderboard -x
 #
+#   scripts/test.sh            the default tier (not marked slow: tests/conftest.py), under 15 minutes
+#   scripts/test.sh --slow     the slow tier (multi-process launches, kill/resume, examples, GPU dry run)
+#   scripts/test.sh --all      both
+#
 #   scripts/test.sh --lowest [pytest args]   the same suite in .venv-lowest, on the lowest releases we
 #                                            support (the pins in constraints-lowest.txt)
 set -euo pipefail
@@ -13,6 +17,18 @@ if [[ "${1:-}" == "--lowest" ]]; then
     VENV_DIR=.venv-lowest
     CONSTRAINTS=constraints-lowest.txt
     label="lowest supported releases ($CONSTRAINTS)"
+fi
+# Tiers (tests/conftest.py marks the slow one): the default run leaves the slow tier out.
+tier=(-m "not slow")
+tier_label="default tier"
+if [[ "${1:-}" == "--slow" ]]; then
+    shift
+    tier=(-m slow)
+    tier_label="slow tier"
+elif [[ "${1:-}" == "--all" ]]; then
+    shift
+    tier=()
+    tier_label="every tier"
 fi
 source scripts/ensure_venv.sh
 # tests/unit/test_versions.py reads it: in the lowest venv every pin must be what is installed.
@@ -29,7 +45,8 @@ export OMP_NUM_THREADS=1
 
 echo "scripts/test.sh: $label, in $VENV_DIR: $("$VENV_PYTHON" -c 'import transformers, accelerate, torch; print(f"transformers {transformers.__version__}, accelerate {accelerate.__version__}, torch {torch.__version__}")')" >&2
 status=0
-timeout --kill-after=30s 14m "$VENV_PYTHON" -m pytest -q tests "$@" || status=$?
+echo "scripts/test.sh: $tier_label" >&2
+timeout --kill-after=30s 14m "$VENV_PYTHON" -m pytest -q tests ${tier[@]+"${tier[@]}"} "$@" || status=$?
 if [[ $status -eq 124 ]]; then
     echo "scripts/test.sh: the test suite did not finish within 14 minutes and was stopped" >&2
 fi

@@ -31,3 +31,31 @@ def tiny_model(tokenizer):
     from synthetic_reviews import tiny_llama_classifier
 
     return tiny_llama_classifier(tokenizer, seed=0)
+
+
+# ---- tiers -------------------------------------------------------------------------------------------
+# `bash scripts/test.sh` runs the default tier (everything not marked slow) within 15 minutes on 2 cores;
+# `bash scripts/test.sh --slow` runs the slow tier: real multi-process launches, the kill/resume harness,
+# the GPU check's dry run, the examples and the longest real-Trainer task runs. `.ci/run` runs both.
+SLOW = (
+    "tests/distributed/",
+    "tests/reliability/test_kill_resume.py",
+    "tests/reliability/test_distributed_faults.py",
+    "tests/integration/test_gpu_check.py",
+    "tests/integration/test_example_smoke.py",
+    "tests/integration/test_label_words_training.py",
+    "tests/integration/test_tasks_training.py",
+    "tests/integration/test_run_control.py",
+)
+REPO_ROOT = Path(__file__).resolve().parents[1]
+
+
+def pytest_configure(config):
+    config.addinivalue_line("markers", "slow: the slow tier (bash scripts/test.sh --slow); not in the default run")
+
+
+def pytest_collection_modifyitems(config, items):
+    for item in items:
+        path = Path(str(item.fspath)).resolve().relative_to(REPO_ROOT).as_posix()
+        if path.startswith(SLOW):
+            item.add_marker(pytest.mark.slow)
