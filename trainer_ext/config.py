@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from typing import Any
 
 from .errors import ConfigurationError
@@ -51,7 +51,7 @@ class CallbackConfig:
     def from_arguments(cls, eval_dataset: Any, objective: Any, **options: Any) -> CallbackConfig:
         """Check every argument; raise :class:`ConfigurationError` on the first that does not fit."""
         from .evaluation import check_dataset_shape
-        from .scoring import Metric, objective_set
+        from .scoring import objective_set
 
         objective = as_objective(objective)
         label_column = options.get("label_column")
@@ -73,26 +73,7 @@ class CallbackConfig:
         collator = options.get("data_collator")
         if collator is not None and not callable(collator):
             raise ConfigurationError(f"data_collator: expected a callable; got {type(collator).__name__}.")
-        custom = _items("custom_metrics", options.get("custom_metrics", ()), "trainer_ext.Metric")
-        bad = [m for m in custom if not isinstance(m, Metric)]
-        if bad:
-            raise ConfigurationError(
-                f"custom_metrics: expected trainer_ext.Metric(name, fn, greater_is_better) items; "
-                f"got {bad[0]!r} ({type(bad[0]).__name__})."
-            )
-        modules = _items("evaluate_modules", options.get("evaluate_modules", ()), "evaluate module")
-        bad = [m for m in modules if not callable(getattr(m, "compute", None))]
-        if bad:
-            raise ConfigurationError(
-                f"evaluate_modules: expected evaluate modules with .compute() (evaluate.load(...), "
-                f"evaluate.combine([...])); got {bad[0]!r} ({type(bad[0]).__name__})."
-            )
-        for metric in custom:
-            if metric.name == objective.metric and metric.greater_is_better != objective.greater_is_better:
-                raise ConfigurationError(
-                    f"custom_metrics: {metric.name!r} says greater_is_better={metric.greater_is_better}, the objective "
-                    f"says {objective.greater_is_better}."
-                )
+        custom, modules = _metric_arguments(objective, options)
         if len(eval_datasets) > 1 and (objective.tune_threshold or objective.require_significance):
             if objective_set(objective, list(eval_datasets)) is None:
                 raise ConfigurationError(
@@ -103,30 +84,44 @@ class CallbackConfig:
         _check_task(task)
         save, keep_top_k = options.get("save", "all"), options.get("keep_top_k")
         _check_run_control(save, keep_top_k, options.get("early_stopping_threshold", 0.0))
-        return cls(
-            objective=objective,
-            eval_datasets=eval_datasets,
-            data_collator=collator,
-            batch_size=options.get("batch_size"),
-            name=name,
-            load_best_at_end=options.get("load_best_at_end", True),
-            label_names=label_names,
-            save_scores=options.get("save_scores", True),
-            keep_top_k=keep_top_k,
-            custom_metrics=custom,
-            evaluate_modules=modules,
-            text_column=options.get("text_column", "text"),
-            label_column=label_column,
-            eval_steps=options.get("eval_steps"),
-            save=save,
-            early_stopping_patience=options.get("early_stopping_patience"),
-            early_stopping_threshold=float(options.get("early_stopping_threshold", 0.0)),
-            task=task,
-        )
+        checked = {
+            "objective": objective, "eval_datasets": eval_datasets, "name": name, "label_names": label_names,
+            "custom_metrics": custom, "evaluate_modules": modules, "task": task, "save": save,
+            "early_stopping_threshold": float(options.get("early_stopping_threshold", 0.0)),
+        }
+        # Every other field as given (each was checked above), else its default.
+        return cls(**{f.name: checked.get(f.name, options.get(f.name, f.default)) for f in fields(cls)})
 
     @property
     def set_names(self) -> list[str | None]:
         return list(self.eval_datasets)
+
+
+def _metric_arguments(objective: Objective, options: Mapping[str, Any]) -> tuple[tuple, tuple]:
+    """``custom_metrics`` and ``evaluate_modules``, checked (and a custom objective's direction)."""
+    from .scoring import Metric
+
+    custom = _items("custom_metrics", options.get("custom_metrics", ()), "trainer_ext.Metric")
+    bad = [m for m in custom if not isinstance(m, Metric)]
+    if bad:
+        raise ConfigurationError(
+            f"custom_metrics: expected trainer_ext.Metric(name, fn, greater_is_better) items; "
+            f"got {bad[0]!r} ({type(bad[0]).__name__})."
+        )
+    modules = _items("evaluate_modules", options.get("evaluate_modules", ()), "evaluate module")
+    bad = [m for m in modules if not callable(getattr(m, "compute", None))]
+    if bad:
+        raise ConfigurationError(
+            f"evaluate_modules: expected evaluate modules with .compute() (evaluate.load(...), "
+            f"evaluate.combine([...])); got {bad[0]!r} ({type(bad[0]).__name__})."
+        )
+    for metric in custom:
+        if metric.name == objective.metric and metric.greater_is_better != objective.greater_is_better:
+            raise ConfigurationError(
+                f"custom_metrics: {metric.name!r} says greater_is_better={metric.greater_is_better}, the objective "
+                f"says {objective.greater_is_better}."
+            )
+    return custom, modules
 
 
 def _positive_int_or_none(argument: str, value: Any) -> None:
