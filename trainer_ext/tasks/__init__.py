@@ -293,20 +293,9 @@ class SingleLabel(Task):
 
     def forward(self, model: Any, inputs: Mapping[str, Any]) -> Any:
         """The model's logits ``[batch, C]`` (or predicted ids ``[batch]``) for one collated batch."""
-        import torch
-
-        output = model(**inputs)
-        if isinstance(output, torch.Tensor):
-            return output
-        if isinstance(output, Mapping) or hasattr(output, "logits"):
-            logits = output["logits"] if isinstance(output, Mapping) else output.logits
-            if logits is not None:
-                return logits
-        if isinstance(output, (tuple, list)) and output:
-            return output[0]
-        raise ConfigurationError(
-            f"model: its output ({type(output).__name__}) has no 'logits'; trainer_ext needs a sequence "
-            f"classifier returning logits [batch, classes] (or predicted class ids [batch])."
+        return model_logits(
+            model, inputs, "trainer_ext needs a sequence classifier returning logits [batch, classes] "
+            "(or predicted class ids [batch])",
         )
 
     def rows(self, index: np.ndarray, scores: Any, batch: Mapping[str, Any] | None = None) -> np.ndarray:
@@ -493,6 +482,23 @@ class SingleLabel(Task):
 
 
 # ---- which task a model is --------------------------------------------------------------------
+
+
+def model_logits(model: Any, inputs: Mapping[str, Any], needs: str) -> Any:
+    """Run ``model`` on one collated batch and return its score tensor: the output itself when it is a
+    tensor, its ``logits``, or the first element of a tuple; else a ConfigurationError saying what the
+    task ``needs``. Every task's :meth:`Task.forward` reads the model's output through it."""
+    import torch
+
+    output = model(**inputs)
+    if isinstance(output, torch.Tensor):
+        return output
+    logits = output.get("logits") if isinstance(output, Mapping) else getattr(output, "logits", None)
+    if logits is None and isinstance(output, (tuple, list)) and output:
+        logits = output[0]
+    if logits is None:
+        raise ConfigurationError(f"model: its output ({type(output).__name__}) has no 'logits'; {needs}.")
+    return logits
 
 
 def label_names_of(model: Any, *, required: bool = True) -> list[str] | None:

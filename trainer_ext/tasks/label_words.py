@@ -36,7 +36,6 @@ import copy
 from collections.abc import Mapping, Sequence
 from typing import Any, ClassVar
 
-import numpy as np
 
 from ..errors import ConfigurationError
 from . import SingleLabel

@@ -36,7 +36,7 @@ import numpy as np
 
 from ..errors import ConfigurationError
 from ..metrics import _average_precision, _one_vs_rest_curve, _roc_auc
-from . import Task
+from . import Task, model_logits
 
 __all__ = ["MultiLabel", "DEFAULT_THRESHOLD"]
 
@@ -130,20 +130,7 @@ class MultiLabel(Task):
 
     def forward(self, model: Any, inputs: Mapping[str, Any]) -> Any:
         """The model's logits ``[batch, L]`` for one collated batch."""
-        import torch
-
-        output = model(**inputs)
-        if isinstance(output, torch.Tensor):
-            return output
-        logits = output["logits"] if isinstance(output, Mapping) else getattr(output, "logits", None)
-        if logits is None and isinstance(output, (tuple, list)) and output:
-            logits = output[0]
-        if logits is None:
-            raise ConfigurationError(
-                f"model: its output ({type(output).__name__}) has no 'logits'; a multi-label model must return "
-                f"logits [batch, {self.num_labels}]."
-            )
-        return logits
+        return model_logits(model, inputs, f"a multi-label model must return logits [batch, {self.num_labels}]")
 
     def rows(self, index: np.ndarray, scores: Any, batch: Mapping[str, Any] | None = None) -> np.ndarray:
         import torch

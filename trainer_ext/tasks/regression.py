@@ -33,7 +33,7 @@ from typing import Any, ClassVar
 import numpy as np
 
 from ..errors import ConfigurationError
-from . import Task
+from . import Task, model_logits
 
 __all__ = ["Regression", "REGRESSION_KEYS"]
 
@@ -108,17 +108,7 @@ class Regression(Task):
     # ---- 2. model outputs to rows (torch) ------------------------------------------------------
 
     def forward(self, model: Any, inputs: Mapping[str, Any]) -> Any:
-        import torch
-
-        output = model(**inputs)
-        if isinstance(output, torch.Tensor):
-            return output
-        logits = output["logits"] if isinstance(output, Mapping) else getattr(output, "logits", None)
-        if logits is None and isinstance(output, (tuple, list)) and output:
-            logits = output[0]
-        if logits is None:
-            raise ConfigurationError(f"model: its output ({type(output).__name__}) has no 'logits' [batch, 1].")
-        return logits
+        return model_logits(model, inputs, "a regression model must return logits [batch, 1]")
 
     def rows(self, index: np.ndarray, scores: Any, batch: Mapping[str, Any] | None = None) -> np.ndarray:
         scores = scores.detach()

@@ -55,7 +55,7 @@ import numpy as np
 
 from ..errors import ConfigurationError
 from ..metrics import ZERO_DIVISION, slugify
-from . import Task
+from . import Task, model_logits
 
 __all__ = ["IGNORE_INDEX", "NO_TOKEN", "TokenClassification"]
 
@@ -192,18 +192,7 @@ class TokenClassification(Task):
 
     def forward(self, model: Any, inputs: Mapping[str, Any]) -> Any:
         """The model's logits ``[batch, tokens, C]`` for one collated batch."""
-        output = model(**inputs)
-        logits = getattr(output, "logits", None)
-        if logits is None and isinstance(output, Mapping):
-            logits = output.get("logits")
-        if logits is None and isinstance(output, (tuple, list)) and output:
-            logits = output[0]
-        if logits is None:
-            raise ConfigurationError(
-                f"model: its output ({type(output).__name__}) has no 'logits'; token classification needs "
-                f"logits [batch, tokens, tags] (an AutoModelForTokenClassification)."
-            )
-        return logits
+        return model_logits(model, inputs, "token classification needs logits [batch, tokens, tags] (an AutoModelForTokenClassification)")
 
     def rows(self, index: np.ndarray, scores: Any, batch: Mapping[str, Any] | None = None) -> np.ndarray:
         """One row per real token (``attention_mask`` 1): ``[index, position, predicted tag, p_0..]``,
