@@ -169,7 +169,7 @@ def _run(examples: int, saves: int, out: Path, batch_size: int, quiet: bool, tim
         def on_save(self, args, state, control, **kwargs):
             spent = timers.take()
             writes = {k[len("write "):]: v for k, v in spent.items() if k.startswith("write ")}
-            predictions = sum(a.nbytes for a in callback._run.predictions.values())
+            predictions = sum(a.nbytes for sets in callback._run.predictions.values() for a in sets.values())
             rows.append({
                 "save": len(rows) + 1, "step": state.global_step, "rss_mib": rss_mib(),
                 "evaluate_s": spent.get("evaluate", 0.0), "select_s": spent.get("select", 0.0),

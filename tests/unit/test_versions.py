@@ -83,11 +83,12 @@ def test_the_lowest_environment_runs_exactly_the_pinned_releases():
 
 
 def test_scripts_wire_the_lowest_run():
-    """``scripts/test.sh --lowest`` uses constraints-lowest.txt in its own venv, and CI runs both suites."""
+    """``scripts/test.sh --lowest`` uses constraints-lowest.txt in its own venv, and CI runs the default and
+    slow tiers on the newest releases and the default tier on the lowest."""
     test_sh = (ROOT / "scripts" / "test.sh").read_text()
     assert "--lowest" in test_sh and "CONSTRAINTS=constraints-lowest.txt" in test_sh
     assert "VENV_DIR=.venv-lowest" in test_sh and "14m" in test_sh
     ci = [line.strip() for line in (ROOT / ".ci" / "run").read_text().splitlines()]
     runs = [line for line in ci if line.startswith("bash scripts/test.sh")]
-    assert [r.split("||")[0].strip() for r in runs] == ["bash scripts/test.sh", "bash scripts/test.sh --lowest"]
+    assert [r.split("||")[0].strip() for r in runs] == ["bash scripts/test.sh", "bash scripts/test.sh --slow", "bash scripts/test.sh --lowest"]
     assert ".venv-lowest/" in (ROOT / ".gitignore").read_text().splitlines()
