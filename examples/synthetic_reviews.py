@@ -287,6 +287,8 @@ def train_tokenizer(texts: Iterable[str], *, vocab_size: int = 2000):
         eos_token="[EOS]",
         model_max_length=256,
         padding_side="right",
+        # transformers 4.x would also return token_type_ids, which Llama models do not accept.
+        model_input_names=["input_ids", "attention_mask"],
     )
 
 

@@ -575,6 +575,9 @@ def _slug_or_none(text: str) -> str | None:
 def _tokenizer_key(folder: Path) -> tuple[tuple[str, int], ...]:
     import hashlib
 
+    # transformers 4.x also writes special_tokens_map.json (and added_tokens.json): alone they make no tokenizer.
+    if not any((folder / n).is_file() for n in _TOKENIZER_FILES if n not in ("special_tokens_map.json", "added_tokens.json")):
+        return ()
     return tuple(
         (name, int(hashlib.sha256((folder / name).read_bytes()).hexdigest()[:15], 16))
         for name in _TOKENIZER_FILES
