@@ -234,12 +234,12 @@ class LabelWords(SingleLabel):
 
 
 def _prompt_cache(model: Any, output: Any) -> tuple[Any, str]:
-    """The KV cache of the prompt's forward and the argument that passes it back: ``cache`` in
-    transformers 5.x (``past_key_values`` is deprecated there), ``past_key_values`` before."""
-    from ..evaluation import model_input_names
-
+    """The KV cache of the prompt's forward and the argument that passes it back: the name the model's
+    output gave it (``cache`` in transformers 5.x, where ``past_key_values`` is deprecated;
+    ``past_key_values`` in 4.x, where a ``cache=`` argument would vanish into ``**kwargs`` unread)."""
     get = output.get if isinstance(output, Mapping) else (lambda key: getattr(output, key, None))
-    cache = get("cache")
-    cache = cache if cache is not None else get("past_key_values")
-    accepted = model_input_names(model)
-    return cache, "cache" if accepted is None or "cache" in accepted else "past_key_values"
+    for name in ("cache", "past_key_values"):
+        cache = get(name)
+        if cache is not None:
+            return cache, name
+    return None, "past_key_values"
