@@ -144,6 +144,13 @@ def test_push_to_hub_uploads_the_card_and_the_business_best_weights(data, tmp_pa
 
     monkeypatch.setattr(HfApi, "create_repo", create_repo)
     monkeypatch.setattr(HfApi, "upload_folder", upload_folder)
+    # transformers 4.x calls huggingface_hub's module-level create_repo / upload_folder, imported into
+    # transformers.trainer as methods bound to a module-level HfApi: replace those names too.
+    import transformers.trainer as trainer_module
+
+    for name, replacement in (("create_repo", create_repo), ("upload_folder", upload_folder)):
+        if hasattr(trainer_module, name):
+            monkeypatch.setattr(trainer_module, name, lambda *a, _f=replacement, **k: _f(None, *a, **k))
     trainer.push_to_hub(**CARD_ARGS)
 
     (upload,) = uploads
