@@ -92,12 +92,13 @@ Count-based keys are never NaN. Inputs containing NaN or infinity are rejected.
 from __future__ import annotations
 
 import re
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 
 import numpy as np
 
 __all__ = [
+    "pick_keys",
     "KEY_RULES",
     "KeyRule",
     "ZERO_DIVISION",
@@ -467,16 +468,30 @@ def count_metric_values(
         "expected_cost": lambda: _expected_cost_of(counts, cost_matrix, class_prior),
     }
     per_class = {"precision": precision, "recall": recall, "f1": f1, "support": support}
+    return pick_keys(wanted, overall, per_class, slugs, f"a count-based metric key for classes {list(slugs)}")
+
+
+def pick_keys(
+    keys: Sequence[str],
+    overall: dict[str, Callable[[], np.ndarray]],
+    per_item: dict[str, np.ndarray],
+    slugs: Sequence[str],
+    what: str,
+) -> dict[str, np.ndarray]:
+    """The values of ``keys`` from a batch of statistics: an overall key from ``overall`` (a function,
+    computed only when asked), ``<prefix>_<slug>`` from ``per_item[prefix][..., i]`` where ``slugs[i]`` is
+    the slug. Any other key is a ValueError saying it is not ``what``. Every task's count formulas end
+    here."""
     index = {slug: i for i, slug in enumerate(slugs)}
     values: dict[str, np.ndarray] = {}
-    for key in wanted:
+    for key in keys:
         prefix, _, slug = key.partition("_")
         if key in overall:
             values[key] = overall[key]()
-        elif prefix in per_class and slug in index:
-            values[key] = per_class[prefix][..., index[slug]]
+        elif prefix in per_item and slug in index:
+            values[key] = per_item[prefix][..., index[slug]]
         else:
-            raise ValueError(f"key: {key!r} is not a count-based metric key for classes {slugs}")
+            raise ValueError(f"key: {key!r} is not {what}")
     return values
 
 

@@ -35,7 +35,7 @@ from typing import Any, ClassVar
 import numpy as np
 
 from ..errors import ConfigurationError
-from ..metrics import _average_precision, _one_vs_rest_curve, _roc_auc
+from ..metrics import _average_precision, _one_vs_rest_curve, _roc_auc, pick_keys
 from . import Task, model_logits
 
 __all__ = ["MultiLabel", "DEFAULT_THRESHOLD"]
@@ -243,17 +243,7 @@ class MultiLabel(Task):
             "hamming_loss": lambda: _divide(sfp + sfn, (tn + fp + fn + tp).sum(-1)),
         }
         per_label = {"precision": precision, "recall": recall, "f1": f1, "support": support}
-        index = {slug: i for i, slug in enumerate(self.slugs)}
-        values: dict[str, np.ndarray] = {}
-        for key in keys:
-            prefix, _, slug = key.partition("_")
-            if key in overall:
-                values[key] = overall[key]()
-            elif prefix in per_label and slug in index:
-                values[key] = per_label[prefix][..., index[slug]]
-            else:
-                raise ValueError(f"key: {key!r} is not a count-based multi-label key; known: {self.count_keys()}")
-        return values
+        return pick_keys(keys, overall, per_label, self.slugs, f"a count-based multi-label key; known: {self.count_keys()}")
 
     def score_values(self, labels: np.ndarray, scores: np.ndarray) -> dict[str, float]:
         """Keys that need the rows (for the row bootstrap): the score keys, and ``f1_samples`` and

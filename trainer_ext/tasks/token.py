@@ -54,7 +54,7 @@ from typing import Any, ClassVar
 import numpy as np
 
 from ..errors import ConfigurationError
-from ..metrics import ZERO_DIVISION, slugify
+from ..metrics import ZERO_DIVISION, slugify, pick_keys
 from . import Task, model_logits
 
 __all__ = ["IGNORE_INDEX", "NO_TOKEN", "TokenClassification"]
@@ -359,17 +359,7 @@ class TokenClassification(Task):
             "token_accuracy": lambda: _divide(counts[:, t, 0], counts[:, t, 0] + counts[:, t, 1]),
         }
         per_type = {"precision": precision, "recall": recall, "f1": f1, "support": support}
-        index = {slug: i for i, slug in enumerate(self.type_slugs)}
-        values: dict[str, np.ndarray] = {}
-        for key in keys:
-            prefix, _, slug = key.partition("_")
-            if key in overall:
-                values[key] = overall[key]()
-            elif prefix in per_type and slug in index:
-                values[key] = per_type[prefix][:, index[slug]]
-            else:
-                raise ValueError(f"key: {key!r} is not a token-classification key for entity types {self.entity_types}")
-        return values
+        return pick_keys(keys, overall, per_type, self.type_slugs, f"a token-classification key for entity types {self.entity_types}")
 
     def score_values(self, labels: np.ndarray, scores: np.ndarray) -> dict[str, float]:
         return {}  # every key is count-based
