@@ -54,7 +54,6 @@ from .records import build_record, checkpoint_name, scores_filename
 from .render import decision_line, early_stop_line
 from .run_files import RunFiles, on_main
 from .scoring import Metric
-from .tasks import SingleLabel
 from .tracker import PendingEvaluation, RunTracker, read_resumed_run
 from .trainer_bridge import TrainerBridge, best_strategy, point_state_at, saves_nothing
 
@@ -245,10 +244,9 @@ class BestCheckpointCallback(TrainerCallback):
 
     def _new_run(self, args) -> tuple[RunTracker, RunFiles]:
         held_out, config = self._held_out, self.config
-        class_ids = isinstance(held_out.task, SingleLabel)  # the selection-corrected estimate resamples class ids
         run = RunTracker(
-            self.objective, compare=held_out.compare, keep_top_k=config.keep_top_k, slugs=held_out.task.slugs,
-            labels={k: h.labels for k, h in held_out.sets.items()} if class_ids else None, objective_set=held_out.target,
+            self.objective, compare=held_out.compare, keep_top_k=config.keep_top_k, task=held_out.task,
+            labels={k: h.labels for k, h in held_out.sets.items()}, objective_set=held_out.target,
         )
         files = RunFiles(
             args.output_dir, run, task=held_out.task, save_scores=config.save_scores, keep_top_k=config.keep_top_k,

@@ -34,18 +34,25 @@ objective the further it misses (precision falling slowly through the bound as r
 resamples, choosing on noisier data, pick further into the infeasible side than the held-out set does,
 and the estimate keeps about half of the optimism (simulated: reported +0.027, estimate +0.015).
 
-Count-based keys only: every key the objective reads (its metric, each constraint's, each
-tie-breaker) must be computable from confusion counts (:func:`trainer_ext.metrics.metric_keys` with
-``with_scores=False``, and ``expected_cost``), with or without a held-out set's prefix. A key computed
+Every task with count-based keys: the resample draws examples (sentences for token classification)
+and the keys are the task's own count formulas (:meth:`Task.statistic_values`) of the drawn examples'
+statistics: the ``C x C`` confusion matrix of a single-label task (and label words), the per-label
+``2 x 2`` matrices of a multi-label one (the labels of one example stay together), the per-type
+``[TP, FP, FN]`` of a token-classification one. Every key the objective reads (its metric, each
+constraint's, each tie-breaker) must be one of :meth:`Task.count_keys` (``expected_cost`` with a cost
+matrix), with or without a held-out set's prefix. Not count-based, so refused: regression's keys and
+multi-label's ``f1_samples`` / ``subset_accuracy`` (computed from each row). A key computed
 from scores (``log_loss``, ``roc_auc_<c>``, ``average_precision_<c>``) would have to be recomputed from
 every row, for every checkpoint, in every resample (resamples x checkpoints x N log N operations: for
 1,000 x 50 x 100,000 about an hour in numpy), and a custom metric is a Python function of the rows:
 both are refused with :class:`EstimateUnavailable`.
 
 Speed: the examples of a held-out set are grouped by their joint pattern (label and the prediction of
-every checkpoint), resample indices are drawn one resample at a time and counted with one
-``np.bincount``, and each chunk of resamples' in-bag and out-of-bag confusion counts of every checkpoint
-are one matrix product per class. 50 checkpoints x 100,000 examples x 1,000 resamples: see
+every checkpoint; for the other tasks, every checkpoint's per-example statistics,
+:meth:`Task.example_statistics`), resample indices are drawn one resample at a time and counted with
+one ``np.bincount``, and each chunk of resamples' in-bag and out-of-bag counts of every checkpoint are
+one matrix product per class (single-label, :class:`_ClassResampler`) or one product with the table of
+the patterns' statistics (the others, :class:`_StatisticResampler`). 50 checkpoints x 100,000 examples x 1,000 resamples: see
 ``scripts/bench_bootstrap.py``.
 
 Determinism: ``rng = np.random.default_rng(objective.seed)``; resample b draws, for each held-out set
@@ -63,12 +70,10 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .metrics import metric_keys
 from .objectives import Objective, is_score_based, known_direction
 from .selection import choose_best
+from .tasks import SingleLabel, Task, as_task
 from .uncertainty import Interval, percentile_interval
-
-from .metrics import batched_count_metric
 
 __all__ = [
     "METHOD",
@@ -96,8 +101,9 @@ class EstimateUnavailable(ValueError):
 
 @dataclass(frozen=True)
 class CheckpointPredictions:
-    """One checkpoint's per-example predictions on each held-out set (class ids, held-out order,
-    after its tuned threshold if it has one). The single held-out set is ``None``."""
+    """One checkpoint's per-example predictions on each held-out set (as the task gives them: class ids,
+    multi-hot rows, per-token tag ids; held-out order, after its tuned threshold if it has one). The
+    single held-out set is ``None``."""
 
     checkpoint: str
     global_step: int
@@ -124,7 +130,7 @@ def estimate_best(
     labels: Mapping[str | None, np.ndarray],
     checkpoints: Iterable[CheckpointPredictions],
     objective: Objective,
-    slugs: Sequence[str],
+    task: Task | Sequence[str],
     *,
     reported_value: float | None,
     min_checkpoints: int = 2,
@@ -132,7 +138,8 @@ def estimate_best(
     """The selection-corrected estimate of the chosen checkpoint (see the module docstring).
 
     Args:
-        labels: each held-out set's labels (class ids), ``{None: labels}`` for the only set; with
+        labels: each held-out set's labels as the task reads them (class ids for a single-label task,
+            multi-hot ``[N, L]``, per-token tag ids ``[N, W]``), ``{None: labels}`` for the only set; with
             several, the set names of the metric keys (``{"reviews_2024": ..., "reviews_2025": ...}``,
             keys ``reviews_2024_recall_negative`` and the combined ``recall_negative``, combined as
             :mod:`trainer_ext.scoring` does: ``across_sets`` and ``set_weights``).
@@ -141,7 +148,8 @@ def estimate_best(
             optimism); names must be unique.
         objective: the objective of the selection; ``bootstrap_resamples``, ``confidence`` and ``seed``
             set the bootstrap.
-        slugs: class slugs in class-id order (:func:`trainer_ext.metrics.class_slugs`).
+        task: the task (:mod:`trainer_ext.tasks`), or the class slugs of a single-label task in class-id
+            order (:func:`trainer_ext.metrics.class_slugs`).
         reported_value: the objective value the leaderboard reports for the chosen checkpoint.
         min_checkpoints: fewer checkpoints with predictions raise :class:`EstimateUnavailable`; with one
             there is no selection to correct, and the estimate is that checkpoint's out-of-bag
@@ -153,17 +161,18 @@ def estimate_best(
             resample with a choice and an out-of-bag example.
         ValueError: malformed inputs (lengths, class ids out of range, duplicate names).
     """
-    slugs = list(slugs)
-    plan = _key_plan(objective, list(labels), slugs)
+    task = as_task(task)
+    plan = _key_plan(objective, list(labels), task)
     if objective.bootstrap_resamples == 0:
         raise EstimateUnavailable("bootstrap_resamples=0 turns the bootstrap, and so the estimate, off")
     if reported_value is None or math.isnan(float(reported_value)):
         raise EstimateUnavailable("no checkpoint has a finite objective value")
-    resamplers = _resamplers(labels, checkpoints, slugs, min_checkpoints)
+    resamplers = _resamplers(labels, checkpoints, task, min_checkpoints)
     walk_objective = objective.replace(require_significance=False) if objective.require_significance else objective
     resamples = objective.bootstrap_resamples
     inbag, oob, n_oob = _resample_counts(resamplers, resamples, np.random.default_rng(objective.seed))
-    counts = _Counts(objective, slugs, plan)
+    counts = _Counts(objective, task, plan)
+    counts.shape = next(iter(resamplers.values())).shape
     chosen = choose_best({key: counts.values(key, inbag) for key in objective.keys}, walk_objective).best
 
     scores, out_of_bag, size = _out_of_bag_scores(counts, objective.metric, plan, chosen, oob, n_oob, resamplers)
@@ -187,11 +196,13 @@ def estimate_best(
 
 
 def _resamplers(
-    labels: Mapping[str | None, np.ndarray], checkpoints: Iterable[CheckpointPredictions], slugs: list[str],
+    labels: Mapping[str | None, np.ndarray], checkpoints: Iterable[CheckpointPredictions], task: Task,
     min_checkpoints: int,
 ) -> dict[str | None, _Resampler]:
-    """One resampler per held-out set over the checkpoints with predictions on every set (walk order)."""
-    sets = {name: _class_ids(y, f"labels[{name!r}]", len(slugs)) for name, y in labels.items()}
+    """One resampler per held-out set over the checkpoints with predictions on every set (walk order):
+    class ids for a single-label task, per-example statistics (:meth:`Task.example_statistics`) else."""
+    class_ids = isinstance(task, SingleLabel)
+    sets = {name: _class_ids(y, f"labels[{name!r}]", len(task.slugs)) if class_ids else np.asarray(y) for name, y in labels.items()}
     if not sets:
         raise ValueError("labels: expected at least one held-out set; got none")
     given = sorted(checkpoints, key=lambda c: (int(c.global_step), c.checkpoint))  # the walk's order
@@ -207,16 +218,30 @@ def _resamplers(
     for name, y in sets.items():
         predictions = []
         for c in usable:
-            p = _class_ids(c.predictions[name], f"predictions of {c.checkpoint} on {name!r}", len(slugs))
-            if p.shape != y.shape:
-                raise ValueError(
-                    f"predictions of {c.checkpoint} on {name!r}: expected {y.size} (one per held-out "
-                    f"example); got {p.size}"
-                )
+            what = f"predictions of {c.checkpoint} on {name!r}"
+            p = _class_ids(c.predictions[name], what, len(task.slugs)) if class_ids else np.asarray(c.predictions[name])
+            if p.shape[:1] != y.shape[:1] or (class_ids and p.shape != y.shape):
+                raise ValueError(f"{what}: expected {y.shape[0]} (one per held-out example); got {p.shape[0] if p.ndim else p.size}")
             predictions.append(p)
-        resamplers[name] = _Resampler(y, np.stack(predictions), len(slugs))
-
+        if class_ids:
+            resamplers[name] = _ClassResampler(y, np.stack(predictions), len(task.slugs))
+        else:
+            resamplers[name] = _StatisticResampler(_example_statistics(task, y, predictions, name))
     return resamplers
+
+
+def _example_statistics(task: Task, labels: np.ndarray, predictions: list[np.ndarray], name: str | None) -> np.ndarray:
+    """``[N, K, *S]``: each example's additive statistics under each checkpoint's predictions."""
+    per_checkpoint = [task.example_statistics(labels, p) for p in predictions]
+    if any(stats is None for stats in per_checkpoint):
+        raise EstimateUnavailable(
+            f"the {task.name} task keeps no per-example statistics, so its keys cannot be resampled from "
+            f"counts (every key of a {task.name} task is computed from the rows)"
+        )
+    stats = np.stack(per_checkpoint, axis=1)
+    if stats.shape[0] != labels.shape[0]:
+        raise ValueError(f"statistics of held-out set {name!r}: expected {labels.shape[0]} examples; got {stats.shape[0]}")
+    return stats
 
 
 def _out_of_bag_scores(counts, metric, plan, chosen, oob, n_oob, resamplers) -> tuple[np.ndarray, np.ndarray, int]:
@@ -236,12 +261,10 @@ def _out_of_bag_scores(counts, metric, plan, chosen, oob, n_oob, resamplers) -> 
 # ---- keys ------------------------------------------------------------------------------------------
 
 
-def _key_plan(objective: Objective, set_names: list[str | None], slugs: list[str]) -> dict[str, _Key]:
+def _key_plan(objective: Objective, set_names: list[str | None], task: Task) -> dict[str, _Key]:
     """How each key the objective reads is computed from per-set counts; refuses keys that are not
     count-based (see the module docstring)."""
-    count_keys = set(metric_keys(slugs, with_scores=False))
-    if objective.cost_matrix is not None:
-        count_keys.add("expected_cost")
+    count_keys = set(task.count_keys(with_cost=objective.cost_matrix is not None))
     plan: dict[str, _Key] = {}
     for key in objective.keys:
         named = [n for n in set_names if n is not None and key.startswith(f"{n}_") and key[len(n) + 1 :] in count_keys]
@@ -256,14 +279,14 @@ def _key_plan(objective: Objective, set_names: list[str | None], slugs: list[str
             continue
         if is_score_based(base):
             raise EstimateUnavailable(
-                f"{key!r} is computed from scores; the selection-corrected estimate resamples confusion "
+                f"{key!r} is computed from scores or rows; the selection-corrected estimate resamples confusion "
                 f"counts, and a score-based key would be recomputed from every row for every checkpoint in "
                 f"every resample (resamples x checkpoints x N log N: about an hour for 1,000 x 50 x 100,000). "
                 f"Use count-based keys in the objective's metric, constraints and tie-breakers."
             )
         raise EstimateUnavailable(
-            f"{key!r} is not a count-based key trainer_ext computes (a custom metric, or a class not in "
-            f"{slugs}); the selection-corrected estimate recomputes every key of the objective from "
+            f"{key!r} is not a count-based key trainer_ext computes for this {task.name} task (a custom "
+            f"metric, or a class not in {task.slugs}); the selection-corrected estimate recomputes every key of the objective from "
             f"resampled confusion counts"
         )
     return plan
@@ -280,17 +303,19 @@ class _Key:
 
 
 class _Counts:
-    """Values of the objective's keys from per-set confusion counts ``[..., C, C]``."""
+    """Values of the objective's keys from per-set statistics ``[R, K, *S]`` (the task's own
+    :meth:`~trainer_ext.tasks.Task.statistic_values`: one count implementation per task)."""
 
-    def __init__(self, objective: Objective, slugs: list[str], plan: Mapping[str, _Key]) -> None:
-        self.objective, self.slugs, self.plan = objective, slugs, plan
+    def __init__(self, objective: Objective, task: Task, plan: Mapping[str, _Key]) -> None:
+        self.objective, self.task, self.plan = objective, task, plan
         self.cost = None if objective.cost_matrix is None else np.asarray(objective.cost_matrix, dtype=np.float64)
         self.prior = None if objective.class_prior is None else np.asarray(objective.class_prior, dtype=np.float64)
+        self.shape: tuple[int, ...] = ()  # the task's statistics of one set, set from the resamplers
 
-    def _one(self, cms: np.ndarray, base: str) -> np.ndarray:
-        c = len(self.slugs)
-        flat = batched_count_metric(cms.reshape(-1, c, c), base, self.slugs, cost_matrix=self.cost, class_prior=self.prior)
-        return np.asarray(flat, dtype=np.float64).reshape(cms.shape[:-2])
+    def _one(self, stats: np.ndarray, base: str) -> np.ndarray:
+        lead = stats.shape[: stats.ndim - len(self.shape)]
+        flat = self.task.statistic_values(stats.reshape(-1, *self.shape), [base], cost_matrix=self.cost, class_prior=self.prior)[base]
+        return np.asarray(flat, dtype=np.float64).reshape(lead)
 
     def values(self, key: str, cms_by_set: Mapping[str | None, np.ndarray]) -> np.ndarray:
         plan = self.plan[key]
@@ -328,56 +353,32 @@ def _class_ids(values: np.ndarray, name: str, num_classes: int) -> np.ndarray:
 
 
 class _Resampler:
-    """One held-out set, its examples grouped by joint pattern (label, prediction of every checkpoint)
-    with the patterns sorted by label, so that the counts of a resample are one product per class.
+    """One held-out set's examples grouped into rows for resampling: what every resampler shares.
 
-    ``rank[n]``: position of example n in the grouped order; ``starts``: first position of each
-    pattern (None when every example is its own row); ``blocks[i]``: the rows of class i;
-    ``onehot[i]``: ``[rows of class i, K * (C - 1) + 1]``, 1 where checkpoint k predicts class j < C - 1
-    (column ``k * (C - 1) + j``), and a last column of ones (the support); the count of class C - 1 is
-    the support minus the others.
+    ``rank[n]``: position of example n in the row order; ``starts``: first position of each row when
+    rows group several examples with the same joint pattern (None when every example is its own row).
+    ``shape``: the task's statistics of one checkpoint (``[C, C]``, ``[L, 2, 2]``, ``[T + 1, 3]``).
     """
 
-    def __init__(self, labels: np.ndarray, predictions: np.ndarray, num_classes: int) -> None:
-        self.n = labels.size
-        self.num_checkpoints = predictions.shape[0]
-        self.num_classes = num_classes
+    n: int
+    rows: int
+    num_checkpoints: int
+    shape: tuple[int, ...]
+    dtype: type
+    rank: np.ndarray
+    starts: np.ndarray | None
+
+    def _order(self, pattern: np.ndarray, grouped: bool, num_rows: int) -> np.ndarray:
+        """Set ``rank`` and ``starts`` for row ids ``pattern`` (one per example); the examples in row order."""
         self.index_dtype = np.int32 if self.n < 2**31 else np.int64
-        self.dtype = np.float32 if self.n < _FLOAT32_EXACT_BELOW else np.float64
-        pattern, first = _patterns(labels, predictions)
-        grouped = first.size <= _GROUP_WHEN_PATTERNS_BELOW * self.n
-        if grouped:
-            by_label = np.argsort(labels[first], kind="stable")  # patterns in label order
-            new_id = np.empty_like(by_label)
-            new_id[by_label] = np.arange(by_label.size)
-            pattern, first = new_id[pattern], first[by_label]
-            rows_label, rows_predictions = labels[first], predictions[:, first]
-        else:
-            pattern = labels  # every example is its own row, rows in label order
         order = np.argsort(pattern, kind="stable")
         self.rank = np.empty(self.n, dtype=self.index_dtype)
         self.rank[order] = np.arange(self.n, dtype=self.index_dtype)
+        self.starts = None
         if grouped:
-            sizes = np.bincount(pattern, minlength=first.size)
+            sizes = np.bincount(pattern, minlength=num_rows)
             self.starts = np.concatenate(([0], np.cumsum(sizes)[:-1]))
-        else:
-            self.starts = None
-            rows_label, rows_predictions = labels[order], predictions[:, order]
-        self.rows = rows_label.size
-        edges = np.searchsorted(rows_label, np.arange(num_classes + 1))
-        self.blocks = [(int(edges[i]), int(edges[i + 1])) for i in range(num_classes)]
-        self.onehot = [
-            np.concatenate(
-                (
-                    (rows_predictions[:, lo:hi].T[:, :, None] == np.arange(num_classes - 1)).reshape(
-                        hi - lo, rows_predictions.shape[0] * (num_classes - 1)  # explicit: a class may have no rows
-                    ),
-                    np.ones((hi - lo, 1), dtype=bool),
-                ),
-                axis=1,
-            ).astype(self.dtype)
-            for lo, hi in self.blocks
-        ]
+        return order
 
     def draw(self, rng: np.random.Generator, inbag: np.ndarray, out_of_bag: np.ndarray) -> None:
         """One resample: its in-bag count and out-of-bag count of every row, written into the two rows."""
@@ -394,7 +395,55 @@ class _Resampler:
             out_of_bag[:] = np.add.reduceat((drawn == 0).view(np.uint8), self.starts, dtype=np.int64)
 
     def confusion(self, weights: np.ndarray) -> np.ndarray:
-        """Confusion counts ``[R, K, C, C]`` of every checkpoint for rows of example weights ``[R, rows]``."""
+        """Statistics ``[R, K, *shape]`` of every checkpoint for rows of example weights ``[R, rows]``."""
+        raise NotImplementedError
+
+
+class _ClassResampler(_Resampler):
+    """A single-label held-out set: class ids, the fast path. Rows sorted by label, so that the
+    confusion counts of a resample are one product per class.
+
+    ``blocks[i]``: the rows of class i; ``onehot[i]``: ``[rows of class i, K * (C - 1) + 1]``, 1 where
+    checkpoint k predicts class j < C - 1 (column ``k * (C - 1) + j``), and a last column of ones (the
+    support); the count of class C - 1 is the support minus the others. About C times fewer
+    multiply-adds than the generic :class:`_StatisticResampler` on one-hot ``C x C`` statistics.
+    """
+
+    def __init__(self, labels: np.ndarray, predictions: np.ndarray, num_classes: int) -> None:
+        self.n = labels.size
+        self.num_checkpoints = predictions.shape[0]
+        self.num_classes = num_classes
+        self.shape = (num_classes, num_classes)
+        self.dtype = np.float32 if self.n < _FLOAT32_EXACT_BELOW else np.float64
+        pattern, first = _patterns([labels, *predictions])
+        grouped = first.size <= _GROUP_WHEN_PATTERNS_BELOW * self.n
+        if grouped:
+            by_label = np.argsort(labels[first], kind="stable")  # patterns in label order
+            new_id = np.empty_like(by_label)
+            new_id[by_label] = np.arange(by_label.size)
+            pattern, first = new_id[pattern], first[by_label]
+        else:
+            pattern = labels  # every example is its own row, rows in label order
+        order = self._order(pattern, grouped, first.size)
+        members = first if grouped else order
+        rows_label, rows_predictions = labels[members], predictions[:, members]
+        self.rows = rows_label.size
+        edges = np.searchsorted(rows_label, np.arange(num_classes + 1))
+        self.blocks = [(int(edges[i]), int(edges[i + 1])) for i in range(num_classes)]
+        self.onehot = [
+            np.concatenate(
+                (
+                    (rows_predictions[:, lo:hi].T[:, :, None] == np.arange(num_classes - 1)).reshape(
+                        hi - lo, rows_predictions.shape[0] * (num_classes - 1)  # explicit: a class may have no rows
+                    ),
+                    np.ones((hi - lo, 1), dtype=bool),
+                ),
+                axis=1,
+            ).astype(self.dtype)
+            for lo, hi in self.blocks
+        ]
+
+    def confusion(self, weights: np.ndarray) -> np.ndarray:
         c, k = self.num_classes, self.num_checkpoints
         cms = np.zeros((weights.shape[0], k, c, c), dtype=np.float64)
         for i, (lo, hi) in enumerate(self.blocks):
@@ -407,12 +456,35 @@ class _Resampler:
         return cms
 
 
-def _patterns(labels: np.ndarray, predictions: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Each example's pattern id and each pattern's first example, for the columns (label, prediction
-    of every checkpoint). A 64-bit polynomial hash groups them; the grouping is then checked column by
-    column and, on a collision, redone exactly with ``np.unique(axis=0)``."""
-    columns = [labels] + list(predictions)
-    digest = np.zeros(labels.size, dtype=np.uint64)
+class _StatisticResampler(_Resampler):
+    """Any task with per-example additive statistics ``[N, K, *S]`` (multi-label ``[L, 2, 2]`` per
+    example, token classification ``[T + 1, 3]`` per sentence): examples with the same statistics under
+    every checkpoint share a row, and a resample's statistics are one product
+    ``weights [R, rows] @ statistics [rows, K * prod(S)]``."""
+
+    def __init__(self, stats: np.ndarray) -> None:
+        self.n, self.num_checkpoints = stats.shape[:2]
+        self.shape = tuple(stats.shape[2:])
+        flat = stats.reshape(self.n, -1)
+        largest = float(np.abs(flat).max()) if flat.size else 0.0
+        self.dtype = np.float32 if self.n * max(largest, 1.0) < _FLOAT32_EXACT_BELOW else np.float64
+        pattern, first = _patterns(list(flat.T))
+        grouped = first.size <= _GROUP_WHEN_PATTERNS_BELOW * self.n
+        order = self._order(pattern if grouped else np.arange(self.n), grouped, first.size)
+        self.table = flat[first if grouped else order].astype(self.dtype)
+        self.rows = self.table.shape[0]
+
+    def confusion(self, weights: np.ndarray) -> np.ndarray:
+        product = (weights @ self.table).astype(np.float64)
+        return product.reshape(weights.shape[0], self.num_checkpoints, *self.shape)
+
+
+def _patterns(columns: Sequence[np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
+    """Each example's pattern id and each pattern's first example, for integer ``columns`` (one value per
+    example each: the label and every checkpoint's prediction, or every statistic). A 64-bit polynomial
+    hash groups them; the grouping is then checked column by column and, on a collision, redone exactly
+    with ``np.unique(axis=0)``."""
+    digest = np.zeros(columns[0].size, dtype=np.uint64)
     for column in columns:
         digest = digest * np.uint64(0x9E3779B97F4A7C15) + column.astype(np.uint64) + np.uint64(1)
     _, first, pattern = np.unique(digest, return_index=True, return_inverse=True)
@@ -427,10 +499,10 @@ def _patterns(labels: np.ndarray, predictions: np.ndarray) -> tuple[np.ndarray, 
 def _resample_counts(
     resamplers: Mapping[str | None, _Resampler], resamples: int, rng: np.random.Generator
 ) -> tuple[dict, dict, dict]:
-    """In-bag and out-of-bag confusion counts ``[R, K, C, C]`` per set, and out-of-bag sizes ``[R]``."""
+    """In-bag and out-of-bag statistics ``[R, K, *S]`` per set, and out-of-bag sizes ``[R]``."""
     widest = max(r.rows for r in resamplers.values())
     chunk = max(1, min(resamples, _CHUNK_CELLS // (2 * widest)))
-    inbag = {name: np.empty((resamples, r.num_checkpoints, r.num_classes, r.num_classes)) for name, r in resamplers.items()}
+    inbag = {name: np.empty((resamples, r.num_checkpoints, *r.shape)) for name, r in resamplers.items()}
     oob = {name: np.empty_like(cms) for name, cms in inbag.items()}
     n_oob = {name: np.empty(resamples) for name in resamplers}
     buffers = {name: np.empty((2 * chunk, r.rows), dtype=r.dtype) for name, r in resamplers.items()}
@@ -446,7 +518,7 @@ def _resample_counts(
             both = resampler.confusion(weights)
             inbag[name][start : start + size] = both[:size]
             oob[name][start : start + size] = both[size:]
-            n_oob[name][start : start + size] = both[size:, 0].sum(axis=(1, 2))
+            n_oob[name][start : start + size] = weights[size:].sum(axis=1)
     return inbag, oob, n_oob
 
 
@@ -455,23 +527,23 @@ def estimate_for_leaderboard(
     predictions: Mapping[str, Mapping[str | None, np.ndarray]],
     steps: Mapping[str, int],
     objective: Objective,
-    slugs: Sequence[str],
+    task: Task | Sequence[str],
     reported_value: float | None,
 ) -> tuple[dict | None, str | None]:
     """``(best_estimate, None)`` for the leaderboard, or ``(None, why)`` when it cannot be computed.
 
-    ``labels``: each set's class ids, None for a task without them (the estimate is then None);
-    ``predictions``: ``{checkpoint: {set: predictions}}`` of the checkpoints that still have them;
+    ``labels``: each set's labels as the task reads them, None when they were not kept (the estimate is
+    then None); ``task``: the task, or a single-label task's class slugs; ``predictions``: ``{checkpoint: {set: predictions}}`` of the checkpoints that still have them;
     ``steps``: the global step of every ranked checkpoint (those without predictions are named in the
     reason when they are left out). Used by the callback at each save and by ``trainer-ext rank`` /
     ``evaluate`` from the saved scores files.
     """
     if labels is None:
-        return None, "no selection-corrected estimate: it resamples class ids (single-label tasks only)"
+        return None, "no selection-corrected estimate: the held-out labels of the checkpoints' predictions are not available"
     with_predictions = [name for name in steps if name in predictions]
     checkpoints = [CheckpointPredictions(name, int(steps[name]), predictions[name]) for name in with_predictions]
     try:
-        estimate = estimate_best(labels, checkpoints, objective, slugs, reported_value=reported_value)
+        estimate = estimate_best(labels, checkpoints, objective, task, reported_value=reported_value)
     except EstimateUnavailable as why:
         return None, f"no selection-corrected estimate: {why}"
     left_out = len(steps) - len(with_predictions)

@@ -362,7 +362,8 @@ def _best_estimate(
     held-out set) is left out."""
     from .estimate import estimate_for_leaderboard
 
-    if not slugs or any(r.task not in ("single_label", "label_words") for r in records.values()):  # class ids
+    task = _task_of(records)
+    if task is None:
         return estimate_for_leaderboard(None, {}, {}, objective, slugs, None)
     labels: dict[str | None, np.ndarray] = {}
     predictions: dict[str, dict[str | None, np.ndarray]] = {}
@@ -378,7 +379,7 @@ def _best_estimate(
     best = selection.best
     steps = {r.checkpoint: r.global_step for r in selection.ranking}
     return estimate_for_leaderboard(
-        labels or None, complete, steps, objective, slugs, None if best is None else best.objective_value
+        labels or None, complete, steps, objective, task, None if best is None else best.objective_value
     )
 
 

@@ -36,6 +36,7 @@ from .objectives import Objective
 from .records import RECORD_FILENAME, TRAINER_STATE_FILENAME, CheckpointRecord, leaderboard_payload
 from .run_folder import read_predictions, read_records, read_unsaved
 from .selection import Candidate, RankedCandidate, Selection, candidates_of, rank
+from .tasks import Task
 
 __all__ = ["PendingEvaluation", "ResumedRun", "RunTracker", "incomplete_checkpoint", "read_resumed_run"]
 
@@ -77,8 +78,9 @@ class RunTracker:
             same examples, or None when the objective's key cannot be resampled from predictions.
         keep_top_k: how many of the best checkpoints rotation must keep (None: the Trainer rotates).
         labels: each held-out set's labels (``{None: labels}`` with one set), for the leaderboard's
-            selection-corrected ``best_estimate``; ``slugs`` the class slugs; ``objective_set`` the set the
-            objective reads (None when it combines several): its predictions go to ``compare``.
+            selection-corrected ``best_estimate``; ``task`` the task (:mod:`trainer_ext.tasks`);
+            ``objective_set`` the set the objective reads (None when it combines several): its
+            predictions go to ``compare``.
 
     ``predictions[checkpoint][set]`` are each checkpoint's per-example predictions (after a tuned
     threshold), kept for paired comparisons and the estimate (int16: 2 bytes an example).
@@ -91,14 +93,14 @@ class RunTracker:
         compare: Any = None,
         keep_top_k: int | None = None,
         labels: Mapping[str | None, np.ndarray] | None = None,
-        slugs: Sequence[str] = (),
+        task: Task | None = None,
         objective_set: str | None = None,
     ) -> None:
         self.objective = objective
         self.keep_top_k = keep_top_k
         self._compare = compare
         self._labels = labels
-        self._slugs = list(slugs)
+        self._task = task
         self._objective_set = objective_set
         self.records: dict[str, CheckpointRecord] = {}
         self.exists: dict[str, bool] = {}
@@ -300,7 +302,7 @@ class RunTracker:
             best = self.best
             result = estimate_for_leaderboard(
                 self._labels, self.predictions, {r.checkpoint: r.global_step for r in ranking},
-                self.objective, self._slugs, None if best is None else best.objective_value,
+                self.objective, self._task, None if best is None else best.objective_value,
             )
             self._estimate = (inputs, result)
         return self._estimate[1]

@@ -100,6 +100,23 @@ def test_multi_label_records_equal_scikit_learn_and_best_is_loaded(multi_label_r
     assert all(torch.equal(loaded[k].cpu(), saved[k]) for k in saved)
 
 
+def test_multi_label_estimate_is_written_and_rank_recomputes_it(multi_label_run, capsys):
+    # The selection-corrected estimate resamples tickets through their per-label 2 x 2 counts (issue 15).
+    from trainer_ext.cli import main
+
+    out, _, _ = multi_label_run
+    board = json.loads((out / "checkpoint_leaderboard.json").read_text())
+    estimate = board["best_estimate"]
+    assert estimate is not None, board["reason"]
+    best = next(e for e in board["entries"] if e["checkpoint"] == board["best_checkpoint"])
+    assert estimate["optimism"] == pytest.approx(best["objective_value"] - estimate["value"], abs=1e-12)
+    assert estimate["low"] <= estimate["value"] <= estimate["high"]
+    capsys.readouterr()
+    assert main(["rank", str(out), "--objective", "f1_macro", "--tie-breaker", "hamming_loss", "--format", "json"]) == 0
+    ranked = json.loads(capsys.readouterr().out)
+    assert ranked["best_checkpoint"] == board["best_checkpoint"] and ranked["best_estimate"] == estimate
+
+
 def test_multi_label_per_label_thresholds_in_config(tickets, tmp_path):
     tokenizer, train, holdout = tickets
     callback = BestCheckpointCallback(holdout, Objective("recall_urgent", constraints=["precision_urgent >= 0.8"],
@@ -186,6 +203,14 @@ def test_regression_records_equal_scikit_learn_and_scipy(regression_run):
     assert len(set(maes.values())) > 1
     board = json.loads((out / "checkpoint_leaderboard.json").read_text())
     assert Path(board["best_checkpoint"]).name == min(maes, key=lambda k: maes[k])
+
+
+def test_regression_leaderboard_says_why_it_has_no_estimate(regression_run):
+    # Regression keys are computed from the rows, not from counts: no estimate, and the reason says so.
+    out = regression_run[0]
+    board = json.loads((out / "checkpoint_leaderboard.json").read_text())
+    assert board["best_estimate"] is None
+    assert "no selection-corrected estimate" in board["reason"] and board["objective"]["metric"] in board["reason"]
 
 
 def test_regression_class_key_refused_before_training(regression_run, tmp_path):

@@ -79,6 +79,27 @@ def test_recall_per_with_precision_floor_picks_and_loads_the_best(tmp_path, task
     assert metrics["f1_macro"] == pytest.approx(report["macro avg"]["f1-score"], abs=1e-9)
     assert metrics["token_accuracy"] == pytest.approx(accuracy, abs=1e-9)
 
+    # The selection-corrected estimate resamples sentences (issue 15) and trainer-ext rank recomputes
+    # the same numbers from the saved per-token predictions.
+    estimate = board["best_estimate"]
+    assert estimate is not None, board["reason"]
+    assert estimate["optimism"] == pytest.approx(best["objective_value"] - estimate["value"], abs=1e-12)
+    assert estimate["low"] <= estimate["value"] <= estimate["high"]
+    ranked = _rank_json(tmp_path, "recall_per", "--constraint", "precision_per >= 0.5", "--tie-breaker", "f1_micro")
+    assert ranked["best_checkpoint"] == board["best_checkpoint"] and ranked["best_estimate"] == estimate
+
+
+def _rank_json(folder, *arguments):
+    import contextlib
+    import io
+
+    from trainer_ext.cli import main
+
+    out = io.StringIO()
+    with contextlib.redirect_stdout(out):
+        assert main(["rank", str(folder), "--objective", *arguments, "--format", "json"]) == 0
+    return json.loads(out.getvalue())
+
 
 def test_held_out_labels_that_do_not_fit_fail_before_the_first_step(tmp_path):
     tokenizer, model, train, held_out = build(32, 8)

@@ -28,6 +28,7 @@ from trainer_ext.estimate import METHOD, BestEstimate, CheckpointPredictions, Es
 from trainer_ext.metrics import confusion_matrix, count_metrics
 from trainer_ext.objectives import Objective
 from trainer_ext.selection import Candidate, select_best
+from trainer_ext.tasks import SingleLabel
 
 SLUGS = ["negative", "positive"]
 NEGATIVE, POSITIVE = 0, 1
@@ -287,8 +288,9 @@ def test_combining_sets_agrees_with_scoring():
         Objective("expected_cost", cost_matrix=[[0, 1, 5], [1, 0, 1], [9, 1, 0]], across_sets="worst"),
     ):
         scores = score_checkpoint({n: SetResult(labels[n], predictions[n], None) for n in labels}, slugs, objective)
-        plan = estimate._key_plan(objective, list(labels), slugs)
-        counts = estimate._Counts(objective, slugs, plan)
+        plan = estimate._key_plan(objective, list(labels), SingleLabel(slugs))
+        counts = estimate._Counts(objective, SingleLabel(slugs), plan)
+        counts.shape = (3, 3)
         cms = {n: confusion_matrix(labels[n], predictions[n], 3)[None].astype(np.float64) for n in labels}
         for key in [objective.metric, "support_neutral"]:
             if key not in plan:
@@ -355,11 +357,11 @@ def test_grouping_examples_by_pattern_changes_no_number(monkeypatch):
     hard = rng.random(n) < 0.1
     predictions = [np.where(hard & (rng.random(n) < 0.5), 1 - labels, labels) for _ in range(8)]
     objective = Objective("f1_negative", constraints=["recall_negative >= 0.9"], bootstrap_resamples=100)
-    resampler = estimate._Resampler(labels, np.stack(predictions), 2)
+    resampler = estimate._ClassResampler(labels, np.stack(predictions), 2)
     assert resampler.starts is not None and resampler.rows < n / 10
     grouped = estimate_best({None: labels}, checkpoints_of(predictions), objective, SLUGS, reported_value=0.9)
     monkeypatch.setattr(estimate, "_GROUP_WHEN_PATTERNS_BELOW", 0.0)
-    assert estimate._Resampler(labels, np.stack(predictions), 2).starts is None
+    assert estimate._ClassResampler(labels, np.stack(predictions), 2).starts is None
     assert estimate_best({None: labels}, checkpoints_of(predictions), objective, SLUGS, reported_value=0.9) == grouped
 
 
@@ -367,7 +369,7 @@ def test_patterns_group_exactly_the_equal_rows():
     rng = np.random.default_rng(0)
     labels = rng.integers(0, 2, 3000)
     predictions = rng.integers(0, 2, (4, 3000))
-    pattern, first = estimate._patterns(labels, predictions)
+    pattern, first = estimate._patterns([labels, *predictions])
     rows = np.column_stack([labels, predictions.T])
     _, reference = np.unique(rows, axis=0, return_inverse=True)
     reference = reference.reshape(-1)

@@ -186,6 +186,13 @@ class Task(ABC):
         (token classification: ``[N, ...]`` per sentence)."""
         return self.statistics(labels, predictions)
 
+    def example_statistics(self, labels: np.ndarray, predictions: np.ndarray) -> np.ndarray | None:
+        """Per-example statistics ``[N, *S]`` whose sum over the examples is :meth:`statistics`
+        (``[N, C, C]`` one-hot for a single-label task), so that any resample of examples is a weighted
+        sum: what the selection-corrected estimate (:mod:`trainer_ext.estimate`) draws from. None for a
+        task without statistics (its keys are then not resampled from counts)."""
+        return None
+
     @abstractmethod
     def score_values(self, labels: np.ndarray, scores: np.ndarray) -> dict[str, float]:
         ...
@@ -225,6 +232,17 @@ class Task(ABC):
     @abstractmethod
     def check_objective(self, objective: Any) -> None:
         ...
+
+    # ---- 8. the statistics as people read them -------------------------------------------------
+
+    def statistics_tables(self, stats: Any) -> list[dict[str, Any]]:
+        """How :meth:`statistics` (a record's ``confusion_matrix``) reads for people, as tables the
+        trackers and the report show, so that no reader guesses a layout from a shape (a multi-label
+        ``[L, 2, 2]`` is no ``C x C`` matrix). Each table is ``{"title", "corner", "columns", "index",
+        "data"}``: row ``i`` of ``data`` is named ``index[i]``, its values are under ``columns``, and
+        ``corner`` says what the rows (and columns) are. JSON-ready (str and int). Default ``[]``: a task
+        without statistics (regression) shows none."""
+        return []
 
 
 class SingleLabel(Task):
@@ -369,6 +387,13 @@ class SingleLabel(Task):
         prior = None if class_prior is None else np.asarray(class_prior, dtype=np.float64)
         return count_metric_values(stats, self.slugs, keys, cost_matrix=cost, class_prior=prior)
 
+    def example_statistics(self, labels: np.ndarray, predictions: np.ndarray) -> np.ndarray:
+        """One-hot ``[N, C, C]``: example n adds 1 to cell (label, prediction)."""
+        labels, predictions = np.asarray(labels, dtype=np.int64), np.asarray(predictions, dtype=np.int64)
+        stats = np.zeros((labels.size, self.num_classes, self.num_classes), dtype=np.int64)
+        stats[np.arange(labels.size), labels, predictions] = 1
+        return stats
+
     def score_values(self, labels: np.ndarray, scores: np.ndarray) -> dict[str, float]:
         return score_metrics(labels, scores, self.slugs)
 
@@ -479,6 +504,20 @@ class SingleLabel(Task):
             raise ConfigurationError(
                 f"tune_threshold: decision-threshold tuning is binary-only; the model has {c} classes."
             )
+
+    # ---- 8. the statistics as people read them -------------------------------------------------
+
+    def statistics_tables(self, stats: Any) -> list[dict[str, Any]]:
+        """The ``C x C`` confusion matrix: rows true class, columns predicted class, id order (``[]`` for
+        an empty matrix: a record rebuilt from a leaderboard entry has none)."""
+        cm = np.asarray(stats, dtype=np.int64)
+        if cm.size == 0:
+            return []
+        names = list(self.label_names)
+        return [{
+            "title": "Confusion matrix (rows: true class, columns: predicted class)", "corner": "true \\ predicted",
+            "columns": names, "index": names, "data": cm.reshape(len(names), len(names)).tolist(),
+        }]
 
 
 # ---- which task a model is --------------------------------------------------------------------

@@ -213,13 +213,23 @@ class MultiLabel(Task):
     # ---- 5. sufficient statistics --------------------------------------------------------------
 
     def statistics(self, labels: np.ndarray, predictions: np.ndarray) -> np.ndarray:
-        """Per-label ``[[tn, fp], [fn, tp]]``, int64 ``[L, 2, 2]`` (``multilabel_confusion_matrix``)."""
+        """Per-label ``[[tn, fp], [fn, tp]]``, int64 ``[L, 2, 2]`` (``multilabel_confusion_matrix``); the
+        sum of :meth:`example_statistics`, computed without its ``[N, L, 2, 2]`` array."""
         labels, predictions = np.asarray(labels, dtype=np.int64), np.asarray(predictions, dtype=np.int64)
         tp = (labels & predictions).sum(axis=0)
         fp = ((1 - labels) & predictions).sum(axis=0)
         fn = (labels & (1 - predictions)).sum(axis=0)
         tn = labels.shape[0] - tp - fp - fn
         return np.stack([np.stack([tn, fp], axis=-1), np.stack([fn, tp], axis=-1)], axis=-2)
+
+    def example_statistics(self, labels: np.ndarray, predictions: np.ndarray) -> np.ndarray:
+        """Each example's per-label matrices, int64 ``[N, L, 2, 2]``: one 1 per label, in cell
+        (true, predicted)."""
+        labels, predictions = np.asarray(labels, dtype=np.int64), np.asarray(predictions, dtype=np.int64)
+        stats = np.zeros((*labels.shape, 2, 2), dtype=np.int64)
+        rows, columns = np.indices(labels.shape)
+        stats[rows, columns, labels, predictions] = 1
+        return stats
 
     def statistic_values(
         self, stats: np.ndarray, keys: Sequence[str], *, cost_matrix: Any = None, class_prior: Any = None
@@ -356,6 +366,21 @@ class MultiLabel(Task):
                 "cost_matrix: a cost matrix (and class_prior) is single-label only; this model is multi-label "
                 f"with labels {self.label_names}. Use per-label keys such as 'recall_{self.slugs[0]}' with constraints."
             )
+
+    # ---- 8. the statistics as people read them -------------------------------------------------
+
+    def statistics_tables(self, stats: Any) -> list[dict[str, Any]]:
+        """One row per label: its 2 x 2 matrix ``[[tn, fp], [fn, tp]]`` (scikit-learn's
+        ``multilabel_confusion_matrix``) read row by row, in label order (``[]`` for an empty matrix)."""
+        cms = np.asarray(stats, dtype=np.int64)
+        if cms.size == 0:
+            return []
+        return [{
+            "title": "Per-label confusion counts (each label's [[tn, fp], [fn, tp]], as scikit-learn's "
+            "multilabel_confusion_matrix)",
+            "corner": "label", "columns": ["true negative", "false positive", "false negative", "true positive"],
+            "index": list(self.label_names), "data": cms.reshape(self.num_labels, 4).tolist(),
+        }]
 
 
 def _binary_values(cms: np.ndarray) -> dict[str, np.ndarray]:

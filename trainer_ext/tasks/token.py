@@ -281,6 +281,10 @@ class TokenClassification(Task):
         stats[:, t, 1] = per_sentence - correct
         return stats
 
+    def example_statistics(self, labels: np.ndarray, predictions: np.ndarray) -> np.ndarray:
+        """Per-sentence statistics ``[N, T + 1, 3]`` (the same as :meth:`resampling_statistics`)."""
+        return self.resampling_statistics(labels, predictions)
+
     def _aligned(self, labels: np.ndarray, predictions: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         labels = np.asarray(labels, dtype=np.int64)
         predictions = np.asarray(predictions, dtype=np.int64)
@@ -410,3 +414,26 @@ class TokenClassification(Task):
                     f"{argument}: not available for token classification (entity-level keys: "
                     f"{self.metric_keys()[:8]} and per type); use constraints such as 'precision_per >= 0.5'."
                 )
+
+    # ---- 8. the statistics as people read them -------------------------------------------------
+
+    def statistics_tables(self, stats: Any) -> list[dict[str, Any]]:
+        """Two tables from ``[T + 1, 3]``: per entity type (sorted) its true positives, false positives and
+        false negatives (exact span and type, as seqeval), then the labelled tokens, correct and wrong
+        (``[]`` for an empty matrix)."""
+        counts = np.asarray(stats, dtype=np.int64)
+        if counts.size == 0:
+            return []
+        t = len(self.entity_types)
+        counts = counts.reshape(t + 1, 3)
+        return [
+            {
+                "title": "Entities per type (a true positive has the same type and span in labels and predictions)",
+                "corner": "entity type", "columns": ["true positive", "false positive", "false negative"],
+                "index": list(self.entity_types), "data": counts[:t].tolist(),
+            },
+            {
+                "title": "Labelled tokens (tokens whose label is not -100)", "corner": "",
+                "columns": ["correct", "wrong"], "index": ["tokens"], "data": [counts[t, :2].tolist()],
+            },
+        ]
