@@ -73,6 +73,7 @@ import numpy as np
 from .objectives import Objective, is_score_based, known_direction
 from .selection import choose_best
 from .tasks import SingleLabel, Task, as_task
+from .tasks.multi_label import MultiLabel
 from .uncertainty import Interval, percentile_interval
 
 __all__ = [
@@ -225,6 +226,8 @@ def _resamplers(
             predictions.append(p)
         if class_ids:
             resamplers[name] = _ClassResampler(y, np.stack(predictions), len(task.slugs))
+        elif isinstance(task, MultiLabel):
+            resamplers[name] = _PerLabelResampler(y.astype(np.int64), np.stack(predictions).astype(np.int64))
         else:
             resamplers[name] = _StatisticResampler(_example_statistics(task, y, predictions, name))
     return resamplers
@@ -372,6 +375,7 @@ class _Resampler:
         """Set ``rank`` and ``starts`` for row ids ``pattern`` (one per example); the examples in row order."""
         self.index_dtype = np.int32 if self.n < 2**31 else np.int64
         order = np.argsort(pattern, kind="stable")
+        self.order = order
         self.rank = np.empty(self.n, dtype=self.index_dtype)
         self.rank[order] = np.arange(self.n, dtype=self.index_dtype)
         self.starts = None
@@ -382,11 +386,15 @@ class _Resampler:
 
     def draw(self, rng: np.random.Generator, inbag: np.ndarray, out_of_bag: np.ndarray) -> None:
         """One resample: its in-bag count and out-of-bag count of every row, written into the two rows."""
-        uniform = rng.random(self.n)
-        np.multiply(uniform, self.n, out=uniform)
-        index = uniform.astype(self.index_dtype)  # floor: the uniforms are >= 0
-        np.minimum(index, self.n - 1, out=index)  # a product rounded up to N
-        drawn = np.bincount(np.take(self.rank, index), minlength=self.n)
+        drawn = np.bincount(np.take(self.rank, _indices(rng, self.n, self.index_dtype)), minlength=self.n)
+        self._rows(drawn, inbag, out_of_bag)
+
+    def draw_from(self, drawn: np.ndarray, inbag: np.ndarray, out_of_bag: np.ndarray) -> None:
+        """The same for a resample already drawn: ``drawn[n]`` the times example n was drawn."""
+        self._rows(drawn[self.order], inbag, out_of_bag)
+
+    def _rows(self, drawn: np.ndarray, inbag: np.ndarray, out_of_bag: np.ndarray) -> None:
+        """Row counts from the counts of the examples in row order."""
         if self.starts is None:
             inbag[:] = drawn
             out_of_bag[:] = drawn == 0
@@ -397,6 +405,10 @@ class _Resampler:
     def confusion(self, weights: np.ndarray) -> np.ndarray:
         """Statistics ``[R, K, *shape]`` of every checkpoint for rows of example weights ``[R, rows]``."""
         raise NotImplementedError
+
+    def examples(self, weights: np.ndarray) -> np.ndarray:
+        """Examples ``[R]`` in rows of example weights ``[R, rows]`` (out-of-bag sizes)."""
+        return weights.sum(axis=1)
 
 
 class _ClassResampler(_Resampler):
@@ -454,6 +466,44 @@ class _ClassResampler(_Resampler):
             cms[:, :, i, : c - 1] = counts
             cms[:, :, i, c - 1] = product[:, -1:] - counts.sum(axis=2)
         return cms
+
+
+class _PerLabelResampler(_Resampler):
+    """A multi-label held-out set as L binary single-label sets that share the examples: one draw of
+    the examples per resample, and each label's ``2 x 2`` counts from its own :class:`_ClassResampler`
+    (grouped by that label and every checkpoint's prediction of it, so checkpoints that agree on most
+    examples group well). Statistics ``[L, 2, 2]``, as :meth:`MultiLabel.statistics`. About four times
+    fewer multiply-adds than :class:`_StatisticResampler` on the one-hot ``[L, 2, 2]`` of each example."""
+
+    def __init__(self, labels: np.ndarray, predictions: np.ndarray) -> None:
+        self.n, self.num_checkpoints = labels.shape[0], predictions.shape[0]
+        self.shape = (labels.shape[1], 2, 2)
+        self.index_dtype = np.int32 if self.n < 2**31 else np.int64
+        self.parts = [_ClassResampler(labels[:, l], predictions[:, :, l], 2) for l in range(labels.shape[1])]
+        self.dtype = self.parts[0].dtype
+        self.edges = np.concatenate(([0], np.cumsum([part.rows for part in self.parts])))
+        self.rows = int(self.edges[-1])
+
+    def draw(self, rng: np.random.Generator, inbag: np.ndarray, out_of_bag: np.ndarray) -> None:
+        drawn = np.bincount(_indices(rng, self.n, self.index_dtype), minlength=self.n)
+        for part, lo, hi in zip(self.parts, self.edges[:-1], self.edges[1:]):
+            part.draw_from(drawn, inbag[lo:hi], out_of_bag[lo:hi])
+
+    def examples(self, weights: np.ndarray) -> np.ndarray:
+        return weights[:, : self.edges[1]].sum(axis=1)  # every label's rows hold every example: the first's
+
+    def confusion(self, weights: np.ndarray) -> np.ndarray:
+        parts = zip(self.parts, self.edges[:-1], self.edges[1:])
+        return np.stack([part.confusion(weights[:, lo:hi]) for part, lo, hi in parts], axis=2)
+
+
+def _indices(rng: np.random.Generator, n: int, dtype: type) -> np.ndarray:
+    """One resample's N indices of N: ``floor(rng.random(N) * N)`` (see the module docstring)."""
+    uniform = rng.random(n)
+    np.multiply(uniform, n, out=uniform)
+    index = uniform.astype(dtype)  # floor: the uniforms are >= 0
+    np.minimum(index, n - 1, out=index)  # a product rounded up to N
+    return index
 
 
 class _StatisticResampler(_Resampler):
@@ -518,7 +568,7 @@ def _resample_counts(
             both = resampler.confusion(weights)
             inbag[name][start : start + size] = both[:size]
             oob[name][start : start + size] = both[size:]
-            n_oob[name][start : start + size] = weights[size:].sum(axis=1)
+            n_oob[name][start : start + size] = resampler.examples(weights[size:])
     return inbag, oob, n_oob
 
 

@@ -266,6 +266,16 @@ def test_the_generic_path_gives_the_class_id_path_numbers_on_single_label(monkey
     assert generic == fast
 
 
+def test_the_generic_path_gives_the_per_label_path_numbers_on_multi_label(monkeypatch):
+    rng = np.random.default_rng(9)
+    labels, predictions = multi_label_set([0.55, 0.6, 0.65, 0.6], 300)(rng)
+    objective = Objective("f1_micro", constraints=["precision_toxic >= 0.5"], tie_breakers=["hamming_loss"], bootstrap_resamples=100)
+    per_label = estimate_best({None: labels}, checkpoints_of(predictions), objective, MULTI, reported_value=0.7)
+    monkeypatch.setattr(estimate, "MultiLabel", type("NoTask", (), {}))  # no per-label path
+    generic = estimate_best({None: labels}, checkpoints_of(predictions), objective, MULTI, reported_value=0.7)
+    assert generic == per_label
+
+
 # ---- what has no count-based estimate ---------------------------------------------------------------------
 
 
