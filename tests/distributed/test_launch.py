@@ -185,6 +185,29 @@ def accelerate_launch(*options: str) -> list[str]:
     ]
 
 
+def run_on_one_and_world(arguments: list[str], folder: Path, *, out: str = "{}.json") -> tuple[Path, Path]:
+    """Run a worker twice, as one plain process and as WORLD processes of one accelerate launch; return
+    the two ``--out`` paths (1 process, WORLD processes), for the test to compare what each wrote.
+
+    ``arguments`` is the worker script and its options; each run gets ``--out folder/<out>``, ``out``
+    formatted with ``one`` then ``two`` (a file, ``{}.json``, for an evaluation worker; a folder, ``{}``,
+    for a training run). One run after the other, not both at once: the machine has two cores, and a
+    1-process run that competes with a launch for them only makes both slower. Fails the test with the
+    workers' output (``check_succeeded``) as soon as a run fails.
+    """
+    outs = (folder / out.format("one"), folder / out.format("two"))
+    one = run_concurrently([[sys.executable, *arguments, "--out", str(outs[0])]], launch_env(), folder / "logs-one")
+    check_succeeded(one)
+    port = str(free_port())
+    two = run_concurrently(
+        [accelerate_launch("--num_processes", str(WORLD), "--num_machines", "1", "--main_process_port", port)
+         + arguments + ["--out", str(outs[1])]],
+        launch_env(), folder / "logs-two",
+    )
+    check_succeeded(two)
+    return outs
+
+
 def worker_arguments(out: Path, tokenizer: Path, eval_size: int) -> list[str]:
     return [str(WORKER_TRAIN), "--out", str(out), "--tokenizer", str(tokenizer), "--eval-size", str(eval_size)]
 
@@ -290,7 +313,7 @@ def run(request, tmp_path_factory, tokenizer_dir) -> Run:
     check_succeeded(launched)
 
     ranks = [json.loads((out / f"rank{r}.json").read_text(encoding="utf-8")) for r in range(WORLD)]
-    writes = {r: _read_writes(out / f"writes-rank{r}.txt") for r in range(WORLD)}
+    writes = read_writes(out)
     checkpoints = sorted((out / "run").glob("checkpoint-*"), key=lambda p: int(p.name.rsplit("-", 1)[1]))
     assert len(checkpoints) == 3, f"expected 3 saves, found {[p.name for p in checkpoints]}"
 
@@ -338,12 +361,17 @@ def test_every_rank_reaches_the_same_decision(run: Run):
 
 
 def test_each_example_is_evaluated_exactly_once(run: Run):
-    n = run.scenario.eval_size
-    evaluations = [report["shards"] for report in run.ranks]
-    assert all(len(e) == len(run.checkpoints) for e in evaluations), (
-        f"each rank must evaluate once per save ({len(run.checkpoints)}): {[len(e) for e in evaluations]}"
+    check_each_example_once([report["shards"] for report in run.ranks], run.scenario.eval_size, run.checkpoints)
+
+
+def check_each_example_once(evaluations: list[list[list[int]]], n: int, checkpoints: list[Path]) -> None:
+    """``evaluations[r][s]``: the held-out indices rank r evaluated at save s (worker_train's recorder).
+    Together the ranks cover 0..n-1 exactly once at every save, each rank holding some when n >= WORLD;
+    every record counts n examples, evaluated by WORLD processes, and saves n scores."""
+    assert all(len(e) == len(checkpoints) for e in evaluations), (
+        f"each rank must evaluate once per save ({len(checkpoints)}): {[len(e) for e in evaluations]}"
     )
-    for save, checkpoint in enumerate(run.checkpoints):
+    for save, checkpoint in enumerate(checkpoints):
         shards = [evaluations[r][save] for r in range(WORLD)]
         together = sorted(i for shard in shards for i in shard)
         assert together == list(range(n)), f"{checkpoint.name}: shards {shards} do not cover 0..{n - 1} exactly once"
@@ -403,17 +431,28 @@ def test_results_equal_one_process_evaluation(run: Run):
 
 
 def test_only_the_global_main_process_writes(run: Run):
-    assert run.writes[1] == [], f"rank 1 wrote {len(run.writes[1])} file(s), e.g. {run.writes[1][:3]}"
-    assert run.writes[0], "rank 0 wrote nothing: was the write recorder installed?"
-    assert {rank for rank, _ in run.writes[0]} == {0}
-    written = {Path(path) for _, path in run.writes[0]}
-    expected = {run.run_dir / "checkpoint_leaderboard.json", run.run_dir / "checkpoint_leaderboard.md"}
-    for checkpoint in run.checkpoints:
+    check_only_the_global_main_writes(run.writes, run.run_dir, run.checkpoints)
+
+
+def read_writes(out: Path) -> dict[int, list[tuple[int, str]]]:
+    """Launcher rank -> [(torch rank at write time, path)], from worker_train's ``writes-rank<R>.txt``."""
+    return {r: _read_writes(out / f"writes-rank{r}.txt") for r in range(WORLD)}
+
+
+def check_only_the_global_main_writes(writes: dict[int, list[tuple[int, str]]], run_dir: Path, checkpoints: list[Path]) -> None:
+    """Rank 1 wrote nothing; rank 0 wrote the leaderboard, each checkpoint's record, scores and
+    trainer_state.json, and the report at the end, and left no temporary file."""
+    assert writes[1] == [], f"rank 1 wrote {len(writes[1])} file(s), e.g. {writes[1][:3]}"
+    assert writes[0], "rank 0 wrote nothing: was the write recorder installed?"
+    assert {rank for rank, _ in writes[0]} == {0}
+    written = {Path(path) for _, path in writes[0]}
+    expected = {run_dir / "checkpoint_leaderboard.json", run_dir / "checkpoint_leaderboard.md"}
+    for checkpoint in checkpoints:
         expected |= {checkpoint / n for n in ("checkpoint_metrics.json", "checkpoint_scores.npz", "trainer_state.json")}
-    report = {path for path in written if path.parent == run.run_dir / "report"}  # written at the end of training
-    assert run.run_dir / "report" / "report.md" in report
+    report = {path for path in written if path.parent == run_dir / "report"}  # written at the end of training
+    assert run_dir / "report" / "report.md" in report
     assert written - report == expected, f"unexpected files: {(written - report) ^ expected}"
-    assert not list(run.run_dir.rglob(".*.tmp")), "temporary files left behind"
+    assert not list(run_dir.rglob(".*.tmp")), "temporary files left behind"
 
 
 # ---- a launch the Trainer does not see as several processes --------------------------------------
@@ -535,15 +574,7 @@ def test_n_smaller_than_world_leaves_ranks_without_batches():
 def test_richer_objectives_give_the_same_records_on_two_processes(tmp_path, tokenizer_dir):
     """Several held-out sets, cost matrix and prior, constraint, tuned threshold, bootstrap intervals and
     the paired comparison, keep_top_k: 2 processes write exactly what 1 process writes (same weights)."""
-    worker = HERE / "worker_objectives.py"
-    arguments = lambda out: [str(worker), "--out", str(out), "--tokenizer", str(tokenizer_dir)]  # noqa: E731
-    two = run_concurrently(
-        [accelerate_launch("--num_processes", str(WORLD), "--num_machines", "1", "--main_process_port", str(free_port()))
-         + arguments(tmp_path / "two")],
-        launch_env(), tmp_path / "logs-two",
-    )
-    one = run_concurrently([[sys.executable, *arguments(tmp_path / "one")]], launch_env(use_cpu=False), tmp_path / "logs-one")
-    check_succeeded(two + one)
+    run_on_one_and_world([str(HERE / "worker_objectives.py"), "--tokenizer", str(tokenizer_dir)], tmp_path, out="{}")
 
     def load(folder: Path) -> dict:
         # `epoch` differs by design: 2 processes go through the training data twice as fast

@@ -3,11 +3,10 @@
 from __future__ import annotations
 
 import json
-import sys
 
 import pytest
 
-from test_launch import HERE, WORLD, accelerate_launch, check_succeeded, free_port, launch_env, run_concurrently
+from test_launch import HERE, WORLD, run_on_one_and_world
 
 WORKER = HERE / "worker_token.py"
 
@@ -33,15 +32,7 @@ def tagger(tmp_path_factory):
 
 def test_two_processes_equal_one(tmp_path, tagger):
     arguments = [str(WORKER), "--model", str(tagger), "--eval-size", "61"]
-    one = run_concurrently([[sys.executable, *arguments, "--out", str(tmp_path / "one.json")]], launch_env(), tmp_path / "logs1")
-    check_succeeded(one)
-    two = run_concurrently(
-        [accelerate_launch("--num_processes", str(WORLD), "--num_machines", "1", "--main_process_port", str(free_port()))
-         + arguments + ["--out", str(tmp_path / "two.json")]],
-        launch_env(ACCELERATE_USE_CPU="true"), tmp_path / "logs2",
-    )
-    check_succeeded(two)
-    single, double = (json.loads((tmp_path / f"{n}.json").read_text()) for n in ("one", "two"))
+    single, double = (json.loads(path.read_text()) for path in run_on_one_and_world(arguments, tmp_path))
     assert single["processes"] == 1 and double["processes"] == WORLD and double["task"] == "token"
     assert 0.0 < single["metrics"]["f1_micro"] < 1.0  # some entities found, some not: a real comparison
     for key in ("metrics", "predictions", "statistics", "interval"):

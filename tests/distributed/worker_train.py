@@ -85,6 +85,54 @@ def _record_shards(shards: list[list[int]]) -> None:
     distributed.gather_rows = logged
 
 
+def start_recording(out: Path) -> list[list[int]]:
+    """Set this rank up to be checked from outside: one thread, ``out`` created, every trainer_ext write
+    and every evaluation's shard recorded. Returns the shard list, which fills as the run saves."""
+    import torch
+
+    torch.set_num_threads(1)
+    out.mkdir(parents=True, exist_ok=True)
+    _record_writes(out)
+    shards: list[list[int]] = []
+    _record_shards(shards)
+    return shards
+
+
+def write_rank_report(out: Path, trainer, shards: list[list[int]], extra: dict) -> None:
+    """``<out>/rank<R>.json``: the world as torch.distributed, the Trainer and the launcher see it, the
+    best fields of the Trainer's state, this rank's shards, and the worker's own ``extra`` fields."""
+    import trainer_ext.distributed as distributed
+
+    args, state = trainer.args, trainer.state
+    report = {
+        "rank": distributed.rank(),
+        "world_size": distributed.world_size(),
+        "launcher_rank": _launcher_rank(),
+        "launcher_world_size": int(os.environ.get("WORLD_SIZE", "1") or 1),
+        "local_rank": int(os.environ.get("LOCAL_RANK", "0") or 0),
+        "trainer_world_size": args.world_size,
+        "trainer_process_index": args.process_index,
+        "is_world_process_zero": state.is_world_process_zero,
+        "best_model_checkpoint": state.best_model_checkpoint,
+        "best_metric": state.best_metric,
+        "best_global_step": state.best_global_step,
+        "shards": shards,
+        **extra,
+    }
+    # allow_nan: best_metric may be NaN; the test reads it back with json (which accepts NaN).
+    (out / f"rank{_launcher_rank()}.json").write_text(json.dumps(report, indent=2, sort_keys=True), encoding="utf-8")
+
+
+def leave_together() -> None:
+    """Leave together and tear the process group down: a rank whose interpreter exits while gloo still
+    holds connections to a peer that is busy can abort ("terminate called without an active exception")."""
+    import torch
+
+    if torch.distributed.is_initialized():
+        torch.distributed.barrier()
+        torch.distributed.destroy_process_group()
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--out", required=True, type=Path)
@@ -95,18 +143,11 @@ def main() -> None:
     parser.add_argument("--save-steps", type=int, default=30)
     cli = parser.parse_args()
 
-    import torch
-
-    torch.set_num_threads(1)
-    cli.out.mkdir(parents=True, exist_ok=True)
-    _record_writes(cli.out)
-    shards: list[list[int]] = []
-    _record_shards(shards)
+    shards = start_recording(cli.out)
 
     from synthetic_reviews import tiny_llama_classifier
     from transformers import AutoTokenizer, Trainer, TrainingArguments
 
-    import trainer_ext.distributed as distributed
     from trainer_ext import BestCheckpointCallback
 
     tokenizer = AutoTokenizer.from_pretrained(cli.tokenizer)
@@ -134,31 +175,12 @@ def main() -> None:
     )
     trainer.train()
 
-    state = trainer.state
     board = callback.leaderboard
-    report = {
-        "rank": distributed.rank(),
-        "world_size": distributed.world_size(),
-        "launcher_rank": _launcher_rank(),
-        "launcher_world_size": int(os.environ.get("WORLD_SIZE", "1") or 1),
-        "local_rank": int(os.environ.get("LOCAL_RANK", "0") or 0),
-        "trainer_world_size": args.world_size,
-        "trainer_process_index": args.process_index,
-        "is_world_process_zero": state.is_world_process_zero,
-        "best_model_checkpoint": state.best_model_checkpoint,
-        "best_metric": state.best_metric,
-        "best_global_step": state.best_global_step,
+    write_rank_report(cli.out, trainer, shards, {
         "leaderboard": [entry["checkpoint"] for entry in board["entries"]] if board else None,
         "leaderboard_best": board["best_checkpoint"] if board else None,
-        "shards": shards,
-    }
-    # allow_nan: best_metric may be NaN; the test reads it back with json (which accepts NaN).
-    (cli.out / f"rank{_launcher_rank()}.json").write_text(json.dumps(report, indent=2, sort_keys=True), encoding="utf-8")
-    # Leave together and tear the process group down: a rank whose interpreter exits while gloo still holds
-    # connections to a peer that is busy can abort ("terminate called without an active exception").
-    if torch.distributed.is_initialized():
-        torch.distributed.barrier()
-        torch.distributed.destroy_process_group()
+    })
+    leave_together()
 
 
 if __name__ == "__main__":
