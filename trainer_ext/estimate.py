@@ -51,9 +51,10 @@ Speed: the examples of a held-out set are grouped by their joint pattern (label 
 every checkpoint; for the other tasks, every checkpoint's per-example statistics,
 :meth:`Task.example_statistics`), resample indices are drawn one resample at a time and counted with
 one ``np.bincount``, and each chunk of resamples' in-bag and out-of-bag counts of every checkpoint are
-one matrix product per class (single-label, :class:`_ClassResampler`) or one product with the table of
-the patterns' statistics (the others, :class:`_StatisticResampler`). 50 checkpoints x 100,000 examples x 1,000 resamples: see
-``scripts/bench_bootstrap.py``.
+one matrix product per class (single-label, :class:`_ClassResampler`; multi-label as one binary set
+per label sharing the draws, :class:`_PerLabelResampler`) or one product with the table of the
+patterns' statistics (token classification, :class:`_StatisticResampler`). 50 checkpoints x 100,000
+examples x 1,000 resamples: see ``scripts/bench_bootstrap.py`` (``--tasks`` for the other tasks).
 
 Determinism: ``rng = np.random.default_rng(objective.seed)``; resample b draws, for each held-out set
 in the order given, the indices ``floor(rng.random(N) * N)`` (held-out order; float64 uniforms, about
