@@ -29,6 +29,7 @@ import argparse
 import bisect
 import dataclasses
 import json
+import math
 import os
 import sys
 import time
@@ -188,11 +189,20 @@ def _parser() -> argparse.ArgumentParser:
         "on a held-out file, write checkpoint_metrics.json and checkpoint_scores.npz next to each, then rank "
         "them and write the leaderboard. Runs on several processes under 'accelerate launch -m trainer_ext evaluate'.",
     )
-    evaluate.add_argument("--data", metavar="FILE", type=Path, required=True, help="held-out set: .csv, .tsv or .jsonl")
-    evaluate.add_argument("--text-column", default="text", help="column of the text (default: text)")
     evaluate.add_argument(
-        "--label-column", default="label",
-        help="column of the gold class: class ids or class names of the model's id2label (default: label)",
+        "--data", metavar="FILE", type=Path, required=True,
+        help="held-out set: .csv, .tsv or .jsonl; raw text, or pre-tokenized JSON lines with input_ids (token "
+        "classification: per-token labels with -100, or words in 'tokens' with one tag per word)",
+    )
+    evaluate.add_argument(
+        "--text-column", default=None,
+        help="column of the text (default: text; with --label-words, text else prompt; without one, input_ids or tokens)",
+    )
+    evaluate.add_argument(
+        "--label-column", default=None,
+        help="column of the gold labels: class ids or names of the model's id2label, numbers for regression, "
+        "per-token tag ids (or per-word tags beside 'tokens') for token classification (default: label, else "
+        "labels, else ner_tags beside tokens)",
     )
     _add_objective_options(evaluate, required=False)
     evaluate.add_argument(
@@ -203,8 +213,8 @@ def _parser() -> argparse.ArgumentParser:
     evaluate.add_argument(
         "--task", choices=["single_label", "multi_label", "token", "regression"], default=None,
         help="the model's task (default: read from each checkpoint's config: problem_type, num_labels, the "
-        "model class); multi_label and regression load AutoModelForSequenceClassification, token "
-        "AutoModelForTokenClassification",
+        "model class, a *ForTokenClassification architecture); multi_label and regression load "
+        "AutoModelForSequenceClassification, token AutoModelForTokenClassification",
     )
     evaluate.add_argument(
         "--label-words", metavar="JSON", type=_label_words_option,
@@ -253,6 +263,9 @@ def _add_objective_options(parser: argparse.ArgumentParser, *, required: bool) -
     group.add_argument("--cost-matrix", metavar="JSON",
                        help="classes x classes cost of each outcome (rows true class, columns predicted, id order), "
                        "as JSON or a JSON file; adds the key expected_cost (lower is better)")
+    group.add_argument("--require-significance", action="store_true",
+                       help="a later checkpoint replaces the best only when a paired bootstrap on both checkpoints' "
+                       "saved predictions says it is better (one-sided p <= 0.05; count-based keys only)")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -262,6 +275,7 @@ class _ObjectiveOptions:
     constraints: tuple[str, ...]
     tie_breakers: tuple[str, ...]
     cost_matrix: list[list[float]] | None
+    require_significance: bool = False
 
 
 def _objective_options(options: argparse.Namespace) -> _ObjectiveOptions | None:
@@ -270,14 +284,15 @@ def _objective_options(options: argparse.Namespace) -> _ObjectiveOptions | None:
         extra = [flag for flag, value in (
             ("--maximize/--minimize", options.greater_is_better is not None),
             ("--constraint", options.constraint), ("--tie-breaker", options.tie_breaker),
-            ("--cost-matrix", options.cost_matrix),
+            ("--cost-matrix", options.cost_matrix), ("--require-significance", options.require_significance),
         ) if value]
         if extra:
             raise CommandError(f"{', '.join(extra)}: given without --objective KEY; name the key to optimise.", EXIT_USAGE)
         return None
     cost = _cost_matrix(options.cost_matrix) if options.cost_matrix is not None else None
     return _ObjectiveOptions(
-        options.objective, options.greater_is_better, tuple(options.constraint), tuple(options.tie_breaker), cost
+        options.objective, options.greater_is_better, tuple(options.constraint), tuple(options.tie_breaker), cost,
+        options.require_significance,
     )
 
 
@@ -354,9 +369,18 @@ def _build_objective(
         constraints=spec.constraints,
         tie_breakers=spec.tie_breakers,
         cost_matrix=spec.cost_matrix,
+        require_significance=spec.require_significance,
     )
     if task is not None:
         task.check_objective(objective)
+        counted = task.count_keys(with_cost=True)  # with several held-out sets, also as "<set>_<key>"
+        key = objective.metric
+        if objective.require_significance and not any(key == k or key.endswith(f"_{k}") for k in counted):
+            raise CommandError(
+                f"--require-significance: the paired bootstrap resamples the records' counts, so it needs a built-in "
+                f"count-based key such as {task.count_keys()[:3]}; got {objective.metric!r}.",
+                EXIT_USAGE,
+            )
     return objective
 
 
@@ -510,9 +534,30 @@ def _render_table(ranking: Ranking) -> str:
 
 # ---- evaluate ----------------------------------------------------------------------------------------
 
+# --label-column's default: the first of these the file has ("ner_tags" beside words, as in conll2003).
+_LABEL_COLUMNS = ("label", "labels")
+_WORDS_COLUMN, _WORDS_LABEL_COLUMN = "tokens", "ner_tags"
 
-def _read_data(path: Path, text_column: str, label_column: str) -> list[dict[str, Any]]:
-    """Rows ``{"text", "labels"}`` of a CSV, TSV or JSON-lines file, in file order."""
+
+@dataclasses.dataclass(frozen=True)
+class _HeldOutRows:
+    """The rows of ``--data`` as ``evaluate`` reads them: each row's gold label (``"labels"``) and one
+    kind of input, the same for every row.
+
+    ``kind``: ``"text"`` (rows ``{"text", "labels"}``: raw text the checkpoint's tokenizer tokenizes),
+    ``"input_ids"`` (pre-tokenized: every column but the label column, ``"labels"`` the label; the model's
+    ``forward`` signature picks the inputs, as the Trainer's ``remove_unused_columns`` does) or
+    ``"words"`` (rows ``{"words", "labels"}``: a token-classification sentence as words and one tag per
+    word, aligned to sub-words per tokenizer by :func:`_aligned_words`)."""
+
+    file: str  # the file's name, for messages
+    kind: str
+    label_column: str
+    rows: list[dict[str, Any]]
+
+
+def _read_table(path: Path) -> list[dict[str, Any]]:
+    """The rows of a CSV, TSV or JSON-lines file, in file order (CSV cells are text)."""
     if not path.is_file():
         raise CommandError(f"--data: {str(path)!r} does not exist or is not a file.")
     suffix = path.suffix.lower()
@@ -537,29 +582,149 @@ def _read_data(path: Path, text_column: str, label_column: str) -> list[dict[str
         raise CommandError(f"--data: cannot read {path.name}: {exc}.") from None
     if not raw:
         raise CommandError(f"--data: {path.name} has no rows.")
+    return raw
+
+
+def _read_data(
+    path: Path, text_column: str | None, label_column: str | None, *, text_columns: Sequence[str] = ("text",)
+) -> _HeldOutRows:
+    """The held-out rows of ``--data``. Input, in this order: ``--text-column`` when given (it must
+    exist); else the first of ``text_columns`` the file has (raw text); else ``input_ids``
+    (pre-tokenized JSON lines, e.g. token classification's ``input_ids`` with per-token ``labels``);
+    else ``tokens`` (words, with one tag per word, as conll2003). Labels: ``--label-column`` when given,
+    else ``label``, else ``labels`` (else ``ner_tags`` beside ``tokens``)."""
+    raw = _read_table(path)
     columns = list(raw[0])
-    for flag, column in (("--text-column", text_column), ("--label-column", label_column)):
-        if column not in columns:
-            raise CommandError(f"{flag}: {column!r} is not a column of {path.name} (columns: {', '.join(columns)}).", EXIT_USAGE)
-    empty = [i for i, row in enumerate(raw) if row.get(label_column) in (None, "")]
+    shown = ", ".join(columns)
+    if text_column is not None and text_column not in columns:
+        raise CommandError(f"--text-column: {text_column!r} is not a column of {path.name} (columns: {shown}).", EXIT_USAGE)
+    text = text_column or next((c for c in text_columns if c in columns), None)
+    kind = "text" if text else "input_ids" if "input_ids" in columns else "words" if _WORDS_COLUMN in columns else None
+    if kind is None:
+        raise CommandError(
+            f"--data: {path.name} has neither a text column ({' or '.join(repr(c) for c in text_columns)}) nor "
+            f"pre-tokenized 'input_ids' (columns: {shown}). Pass --text-column NAME for raw text, or JSON lines with "
+            f"'input_ids' (and per-token 'labels' for --task token).",
+            EXIT_USAGE,
+        )
+    label = _label_column(columns, label_column, kind, path.name)
+    empty = [i for i, row in enumerate(raw) if row.get(label) in (None, "")]
     if empty:
-        raise CommandError(f"--label-column: {len(empty)} row(s) of {path.name} have no {label_column!r}, e.g. row {empty[0] + 1}.")
-    return [{"text": "" if row.get(text_column) is None else str(row[text_column]), "labels": row[label_column]} for row in raw]
+        raise CommandError(f"--label-column: {len(empty)} row(s) of {path.name} have no {label!r}, e.g. row {empty[0] + 1}.")
+    if kind == "text":
+        rows = [{"text": "" if row.get(text) is None else str(row[text]), "labels": row[label]} for row in raw]
+    elif kind == "input_ids":
+        _check_sequences(raw, "input_ids", int, path.name, "token ids", '{"input_ids": [2, 17, 3], "labels": ...}')
+        rows = [{**{k: v for k, v in row.items() if k != label}, "labels": row[label]} for row in raw]
+    else:
+        _check_sequences(raw, _WORDS_COLUMN, str, path.name, "words", '{"tokens": ["Anna", "moved"], "ner_tags": ["B-PER", "O"]}')
+        rows = [{"words": row[_WORDS_COLUMN], "labels": row[label]} for row in raw]
+    return _HeldOutRows(path.name, kind, label, rows)
 
 
-def _label_values(rows: Sequence[Mapping[str, Any]], names: Sequence[str]) -> list[dict[str, Any]]:
-    """Class names stay names; a string of digits that is no class name is a class id (CSV cells are text)."""
+def _label_column(columns: Sequence[str], given: str | None, kind: str, file: str) -> str:
+    if given is not None:
+        if given not in columns:
+            raise CommandError(f"--label-column: {given!r} is not a column of {file} (columns: {', '.join(columns)}).", EXIT_USAGE)
+        return given
+    candidates = _LABEL_COLUMNS + ((_WORDS_LABEL_COLUMN,) if kind == "words" else ())
+    found = next((c for c in candidates if c in columns), None)
+    if found is None:
+        raise CommandError(
+            f"--label-column: {file} has none of the columns {', '.join(repr(c) for c in candidates)} (columns: "
+            f"{', '.join(columns)}); pass --label-column NAME.",
+            EXIT_USAGE,
+        )
+    return found
+
+
+def _check_sequences(raw: Sequence[Mapping[str, Any]], column: str, kind: type, file: str, what: str, example: str) -> None:
+    """Every row's ``column`` is a non-empty list of ``kind`` (a CSV cell is text: pre-tokenized data is JSON lines)."""
+    for number, row in enumerate(raw, 1):
+        value = row.get(column)
+        if not (isinstance(value, list) and value and all(isinstance(v, kind) and not isinstance(v, bool) for v in value)):
+            raise CommandError(
+                f"--data: row {number} of {file} has {column} = {value!r}; expected a list of {what} per row, in "
+                f"JSON lines such as {example}."
+            )
+
+
+def _label_values(held: _HeldOutRows, task: Any) -> list[dict[str, Any]]:
+    """The rows with each label as the task reads it. CSV cells are text: for a regression model a
+    number (``"3.25"``; anything else is an error naming the row); otherwise class names stay names
+    and a string of digits that is no class name is a class id."""
     from .metrics import slugify
 
+    if getattr(task, "name", None) == "regression":
+        return [{**row, "labels": _regression_label(row["labels"], number, held)} for number, row in enumerate(held.rows, 1)]
+    names = task.label_names
     known = {str(n) for n in names} | {slugify(str(n)) for n in names}
     out = []
-    for row in rows:
+    for row in held.rows:
         value = row["labels"]
         if isinstance(value, str):
             text = value.strip()
             if text not in known and _slug_or_none(text) not in known and text.isdigit():
                 value = int(text)
-        out.append({"text": row["text"], "labels": value})
+        out.append({**row, "labels": value})
+    return out
+
+
+def _regression_label(value: Any, number: int, held: _HeldOutRows) -> Any:
+    """A regression label: a number as it is, or the number a text cell spells (``" 3.25 "``, ``"-1e-3"``)."""
+    if not isinstance(value, str):
+        return value  # numbers from JSON; anything else is refused by the task, naming labels[i]
+    try:
+        number_value = float(value.strip())
+    except ValueError:
+        number_value = math.nan
+    if not math.isfinite(number_value):
+        raise CommandError(
+            f"--label-column: row {number} of {held.file} has {value!r} in {held.label_column!r}; a regression model "
+            f"needs one finite number per row (e.g. 3.25)."
+        )
+    return number_value
+
+
+def _aligned_words(held: _HeldOutRows, task: Any, tokenizer: Any) -> list[dict[str, Any]]:
+    """Words and one tag per word (ids or tag names) -> ``input_ids`` with per-token ``labels``, as Hugging
+    Face's ``tokenize_and_align_labels`` does: the first sub-word of each word gets the word's tag, the
+    other sub-words and the special tokens -100, so the entity-level keys are those of the words."""
+    if getattr(task, "name", None) != "token":
+        raise CommandError(
+            f"--data: {held.file} holds words ({_WORDS_COLUMN!r}) and tags, which only token classification reads; "
+            f"this checkpoint is {getattr(task, 'name', '?')}. Pass --task token, or a text column."
+        )
+    if not getattr(tokenizer, "is_fast", False):
+        raise CommandError(
+            f"--data: aligning the words of {held.file} to sub-words needs a fast tokenizer (its word_ids()); "
+            f"{type(tokenizer).__name__} is not one. Tokenize the set yourself (JSON lines with input_ids and labels)."
+        )
+    tag_ids = {name: i for i, name in enumerate(task.label_names)}
+    max_length = getattr(tokenizer, "model_max_length", None)
+    if not isinstance(max_length, int) or max_length > 100_000:
+        max_length = 512  # as evaluation._tokenize
+    out = []
+    for number, row in enumerate(held.rows, 1):
+        words, tags = row["words"], row["labels"]
+        if not isinstance(tags, list) or len(tags) != len(words):
+            raise CommandError(
+                f"--label-column: row {number} of {held.file} has {len(words)} words but {held.label_column!r} is "
+                f"{tags!r}; expected one tag per word (ids or names of {task.label_names})."
+            )
+        unknown = [t for t in tags if isinstance(t, str) and t not in tag_ids]
+        if unknown:
+            raise CommandError(
+                f"--label-column: row {number} of {held.file} has the tag(s) {unknown}, which are not the model's "
+                f"tags {task.label_names}."
+            )
+        ids = [tag_ids[t] if isinstance(t, str) else t for t in tags]
+        encoded = tokenizer(words, is_split_into_words=True, truncation=True, max_length=max_length)
+        labels, previous = [], None
+        for word in encoded.word_ids():
+            labels.append(-100 if word is None or word == previous else ids[word])
+            previous = word
+        out.append({**{k: encoded[k] for k in encoded.keys()}, "labels": labels})
     return out
 
 
@@ -669,9 +834,9 @@ class _FolderEvaluator:
 
         self.options, self.spec, self.plan, self.device = options, spec, plan, device
         self.label_words = None if options.label_words is None else _label_words_task(options.label_words)
-        if self.label_words is not None and options.text_column == "text" and not _has_column(options.data, "text"):
-            options.text_column = "prompt"  # label words read prompts: that column's name by default
-        self.rows = _read_data(options.data, options.text_column, options.label_column)
+        # Label words read prompts: "text", else a column named "prompt".
+        text_columns = ("text",) if self.label_words is None else ("text", "prompt")
+        self.rows = _read_data(options.data, options.text_column, options.label_column, text_columns=text_columns)
         self.shared_tokenizer = AutoTokenizer.from_pretrained(options.tokenizer) if options.tokenizer is not None else None
         self.held_out_cache: dict[Any, Any] = {}
         self.objective: Objective | None = None
@@ -687,7 +852,7 @@ class _FolderEvaluator:
         label_names = list(task.label_names)
         objective = self._objective(task)
         tokenizer, key = self._tokenizer(folder, name)
-        held_out = self._held_out((key, tuple(label_names)), task, tokenizer, name)
+        held_out = self._held_out((key, tuple(label_names)), task, tokenizer, name, model)
         output = evaluate_model(
             model, held_out, task=task, batch_size=self.options.batch_size,
             collate=task.collate if self.label_words is not None else DataCollatorWithPadding(tokenizer),
@@ -714,7 +879,8 @@ class _FolderEvaluator:
                 raise CommandError(f"{name}: cannot load a causal LM from {folder} (--label-words): {exc}") from None
             return model.to(self.device)
         model_class = AutoModelForSequenceClassification
-        if getattr(self.options, "task", None) == "token":
+        chosen = getattr(self.options, "task", None)
+        if chosen == "token" or (chosen is None and _saved_as_tagger(folder)):
             from transformers import AutoModelForTokenClassification as model_class
         try:
             model = model_class.from_pretrained(folder)
@@ -756,18 +922,32 @@ class _FolderEvaluator:
             )
         return AutoTokenizer.from_pretrained(folder), key
 
-    def _held_out(self, cache_key: tuple, task: Any, tokenizer: Any, name: str) -> Any:
+    def _held_out(self, cache_key: tuple, task: Any, tokenizer: Any, name: str, model: Any) -> Any:
+        """The held-out set for this tokenizer and these classes (made once). Pre-tokenized rows keep the
+        columns the model's ``forward`` accepts, as the Trainer (and the callback) keep them."""
         from .evaluation import prepare_held_out
 
         if cache_key not in self.held_out_cache:
+            held = self.rows
+            rows = _aligned_words(held, task, tokenizer) if held.kind == "words" else _label_values(held, task)
             try:
                 self.held_out_cache[cache_key] = prepare_held_out(
-                    _label_values(self.rows, task.label_names), name="holdout", task=task,
-                    tokenizer=tokenizer, argument="--data",
+                    rows, name="holdout", task=task, tokenizer=tokenizer, argument="--data", model=model,
                 )
             except ConfigurationError as exc:
                 raise CommandError(str(exc).replace("--data: ", f"--data ({name}): ", 1)) from None
         return self.held_out_cache[cache_key]
+
+
+def _saved_as_tagger(folder: Path) -> bool:
+    """The checkpoint's ``config.json`` names a ``*ForTokenClassification`` architecture: without --task,
+    it is loaded as a token classifier (a sequence classifier would get a new, untrained head)."""
+    try:
+        config = json.loads((folder / "config.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return False  # the loader says what is wrong with the folder
+    architectures = config.get("architectures") if isinstance(config, dict) else None
+    return isinstance(architectures, list) and any(str(a).endswith("ForTokenClassification") for a in architectures)
 
 
 def _label_words_option(value: str) -> dict[str, str]:
@@ -788,13 +968,6 @@ def _label_words_task(words: Mapping[str, str]) -> Any:
         return LabelWords(words, prompt_column="text")  # rows are read as {"text", "labels"}
     except ConfigurationError as exc:
         raise CommandError(f"--label-words: {exc}", EXIT_USAGE) from None
-
-
-def _has_column(path: Path, column: str) -> bool:
-    try:
-        return column in _read_data(path, column, column)[0]
-    except CommandError:
-        return False
 
 
 def _class_names(model: Any, name: str) -> list[str]:

@@ -44,7 +44,7 @@ from .records import (
     write_file_atomic,
     write_text_atomic,
 )
-from .render import confusion_table, format_value, leaderboard_markdown, objective_header
+from .render import format_value, leaderboard_markdown, objective_header
 from .run_folder import existing_checkpoints, read_records
 from .selection import candidates_of, select_best
 
@@ -53,6 +53,7 @@ __all__ = [
     "PER_CLASS_FIGURE",
     "CONFUSION_FIGURE",
     "PRECISION_RECALL_FIGURE",
+    "statistics_markdown",
     "write_report",
 ]
 
@@ -145,6 +146,7 @@ def _multi_label_sections(draw: _Drawing, ordered: Sequence[CheckpointRecord], m
         draw.save(_per_label_confusion_figure(draw.Figure, chosen), CONFUSION_FIGURE)
         sections += lines + [f"![Per-label confusion matrices]({CONFUSION_FIGURE})", "",
                              "One panel per label: rows true (0, 1), columns predicted (0, 1).", ""]
+        sections += _statistics_of(chosen)
     return sections
 
 
@@ -176,11 +178,29 @@ def _token_sections(draw: _Drawing, ordered: Sequence[CheckpointRecord], marks: 
     ]
     chosen = marks.chosen
     if chosen is not None and chosen.confusion_matrix:
-        counts = chosen.confusion_matrix
-        sections += [f"## Entity counts of {chosen.checkpoint}", "", "| entity type | TP | FP | FN |", "|---|---:|---:|---:|"]
-        sections += [f"| {t} | {row[0]} | {row[1]} | {row[2]} |" for t, row in zip(types, counts)]
-        sections += ["", f"Labelled tokens: {counts[-1][0]} correct, {counts[-1][1]} wrong.", ""]
+        sections += [f"## Entity counts of {chosen.checkpoint}", ""] + _statistics_of(chosen)
     return sections
+
+
+def _statistics_of(record: CheckpointRecord) -> list[str]:
+    """The record's statistics as its task lays them out for people (markdown lines)."""
+    from .tasks import task_from_record
+
+    return statistics_markdown(task_from_record(record.task, record.labels).statistics_tables(record.confusion_matrix))
+
+
+def statistics_markdown(tables: Sequence[Mapping[str, Any]]) -> list[str]:
+    """Markdown lines of a task's statistics tables (:meth:`trainer_ext.tasks.Task.statistics_tables`):
+    each its title in bold, then the table, row names first and counts right-aligned. Shared by the
+    report and the trackers (:func:`trainer_ext.trainer_bridge.log_confusion_matrix`)."""
+    lines: list[str] = []
+    for table in tables:
+        columns = [str(c) for c in table["columns"]]
+        lines += [f"**{table['title']}**", "", f"| {table['corner']} | " + " | ".join(columns) + " |",
+                  "|---|" + "---:|" * len(columns)]
+        lines += [f"| {name} | " + " | ".join(str(int(v)) for v in row) + " |" for name, row in zip(table["index"], table["data"])]
+        lines.append("")
+    return lines
 
 
 # The report's sections per record task.
@@ -228,7 +248,7 @@ def _confusion_section(draw: _Drawing, chosen: CheckpointRecord) -> list[str]:
     if not chosen.confusion_matrix:
         return lines + [_missing(chosen, "confusion matrix"), ""]
     draw.save(_confusion_figure(draw.Figure, chosen), CONFUSION_FIGURE)
-    return lines + [f"![Confusion matrix]({CONFUSION_FIGURE})", ""] + confusion_table(chosen.labels, chosen.confusion_matrix) + [""]
+    return lines + [f"![Confusion matrix]({CONFUSION_FIGURE})", ""] + _statistics_of(chosen)
 
 
 def _precision_recall_section(

@@ -254,42 +254,67 @@ def wrap_create_model_card(trainer: Any, write: Callable[[str], None]) -> None:
 
 def log_confusion_matrix(
     handler_or_trainer: Any,
-    matrix: Sequence[Sequence[int]],
+    matrix: Sequence[Any],
     labels: Sequence[str],
     *,
     step: int,
     checkpoint: str,
     name: str = "holdout",
     args: Any = None,
+    task: Any = None,
 ) -> list[str]:
-    """Send the chosen checkpoint's confusion matrix (rows: true class, columns: predicted, in ``labels``
-    order) to the active ``report_to`` integrations that have a place for it; return their names.
+    """Send the chosen checkpoint's statistics (its record's ``confusion_matrix``) to the active
+    ``report_to`` integrations that have a place for it, headed as its task lays them out; return the
+    integrations' names.
 
-    * ``tensorboard``: a text (a Markdown table) under the tag ``<name>/confusion_matrix`` at ``step``,
+    ``task``: the record's task (a :class:`~trainer_ext.tasks.Task`, or its name as records store it:
+    ``record.task``), which says what the rows and columns are (:meth:`~trainer_ext.tasks.Task.statistics_tables`):
+    single-label rows true class x columns predicted class; multi-label one row per label of
+    ``[tn, fp, fn, tp]`` (its ``[[tn, fp], [fn, tp]]``); token classification ``[TP, FP, FN]`` per entity
+    type, then the labelled tokens correct and wrong. None: read from the matrix's shape (``[L, 2, 2]``
+    multi-label; ``C x C`` for the ``C`` labels single-label; otherwise token classification), for
+    callers that do not pass it; pass it, since a token record with 3 tags and 2 entity types is also 3 x 3.
+
+    * ``tensorboard``: a text (Markdown tables) under the tag ``<name>/confusion_matrix`` at ``step``,
       in TensorBoardCallback's log directory (``args.logging_dir`` on transformers 4.x).
     * ``mlflow``: the artifact ``trainer_ext/<name>_confusion_matrix.json`` (``checkpoint``,
-      ``global_step``, ``labels``, ``matrix``) in the run MLflowCallback logged to.
+      ``global_step``, ``task``, ``labels``, ``matrix`` as in the record, and ``tables``: the same tables
+      as JSON) in the run MLflowCallback logged to.
 
-    Call it on the global main process, at the end of training (``on_train_end``), with the Trainer's
-    ``CallbackHandler`` or the Trainer. Returns ``[]`` (and does nothing) when neither integration is
-    active. A tracker that fails is reported as a ``TrainerExtWarning``: it never fails a finished run.
+    Nothing is sent for a task without statistics (regression: an empty matrix). Call it on the global
+    main process, at the end of training (``on_train_end``), with the Trainer's ``CallbackHandler`` or the
+    Trainer. Returns ``[]`` (and does nothing) when neither integration is active or there is nothing to
+    send. A tracker that fails is reported as a ``TrainerExtWarning``: it never fails a finished run.
     """
     callbacks = getattr(getattr(handler_or_trainer, "callback_handler", handler_or_trainer), "callbacks", None) or []
+    kinds = [(callback, kind) for callback in callbacks if (kind := _tracker_kind(callback)) is not None]
+    if not kinds or not np.asarray(matrix).size:
+        return []
     if args is None:
         args = getattr(handler_or_trainer, "args", None)
-    # A multi-label record holds one 2 x 2 matrix per label: sent as one row [tn, fp, fn, tp] per label.
-    rows = [[int(v) for v in np.ravel(row)] for row in matrix]
-    names = [str(label) for label in labels]
+    try:
+        statistics_task = _statistics_task(task, matrix, labels)
+        tables = statistics_task.statistics_tables(matrix)
+    except Exception as exc:  # noqa: BLE001 - a tracker must never fail a finished training run
+        warnings.warn(
+            f"BestCheckpointCallback: could not lay out the statistics of {checkpoint} for the trackers: {exc}",
+            TrainerExtWarning,
+            stacklevel=2,
+        )
+        return []
+    if not tables:
+        return []
+    payload = {
+        "checkpoint": checkpoint, "global_step": int(step), "task": statistics_task.name,
+        "labels": [str(label) for label in labels], "matrix": np.asarray(matrix).tolist(), "tables": tables,
+    }
     logged: list[str] = []
-    for callback in callbacks:
-        kind = _tracker_kind(callback)
-        if kind is None:
-            continue
+    for callback, kind in kinds:
         try:
             if kind == "tensorboard":
-                _confusion_to_tensorboard(callback, args, rows, names, step=step, checkpoint=checkpoint, name=name)
+                _confusion_to_tensorboard(callback, args, payload, name=name)
             else:
-                _confusion_to_mlflow(callback, rows, names, step=step, checkpoint=checkpoint, name=name)
+                _confusion_to_mlflow(callback, payload, name=name)
         except Exception as exc:  # noqa: BLE001 - a tracker must never fail a finished training run
             warnings.warn(
                 f"BestCheckpointCallback: could not send the confusion matrix of {checkpoint} to {kind}: {exc}",
@@ -299,6 +324,18 @@ def log_confusion_matrix(
         else:
             logged.append(kind)
     return logged
+
+
+def _statistics_task(task: Any, matrix: Sequence[Any], labels: Sequence[str]) -> Any:
+    """The task whose :meth:`statistics_tables` heads ``matrix`` (see :func:`log_confusion_matrix`)."""
+    from .tasks import Task, task_from_record
+
+    if isinstance(task, Task):
+        return task
+    if task is None:
+        shape = np.shape(matrix)
+        task = "multi_label" if len(shape) == 3 else "single_label" if shape == (len(labels), len(labels)) else "token"
+    return task_from_record(str(task), list(labels))
 
 
 def _tracker_kind(callback: Any) -> str | None:
@@ -312,19 +349,16 @@ def _tracker_kind(callback: Any) -> str | None:
     return None
 
 
-def _confusion_markdown(rows: Sequence[Sequence[int]], labels: Sequence[str], checkpoint: str) -> str:
-    lines = [
-        f"Confusion matrix of {checkpoint} (rows: true class, columns: predicted class)",
-        "",
-        "| true \\ predicted | " + " | ".join(labels) + " |",
-        "|---" * (len(labels) + 1) + "|",
-    ]
-    lines += [f"| **{label}** | " + " | ".join(str(v) for v in row) + " |" for label, row in zip(labels, rows)]
-    return "\n".join(lines)
+def _statistics_text(payload: Mapping[str, Any]) -> str:
+    from .report import statistics_markdown
+
+    head = f"Statistics of {payload['checkpoint']} (step {payload['global_step']}, {payload['task']}), the chosen checkpoint"
+    return "\n".join([head, ""] + statistics_markdown(payload["tables"])).rstrip() + "\n"
 
 
-def _confusion_to_tensorboard(callback: Any, args: Any, rows, labels, *, step: int, checkpoint: str, name: str) -> None:
-    text = _confusion_markdown(rows, labels, checkpoint)
+def _confusion_to_tensorboard(callback: Any, args: Any, payload: Mapping[str, Any], *, name: str) -> None:
+    text = _statistics_text(payload)
+    step = payload["global_step"]
     tag = f"{name}/confusion_matrix"
     if callback.tb_writer is not None:
         callback.tb_writer.add_text(tag, text, step)
@@ -342,10 +376,9 @@ def _confusion_to_tensorboard(callback: Any, args: Any, rows, labels, *, step: i
         writer.close()
 
 
-def _confusion_to_mlflow(callback: Any, rows, labels, *, step: int, checkpoint: str, name: str) -> None:
+def _confusion_to_mlflow(callback: Any, payload: Mapping[str, Any], *, name: str) -> None:
     mlflow = callback._ml_flow
     run = mlflow.active_run() or mlflow.last_active_run()
     if run is None:
         raise RuntimeError("MLflowCallback has no run (it was not set up on this process)")
-    payload = {"checkpoint": checkpoint, "global_step": int(step), "labels": list(labels), "matrix": [list(r) for r in rows]}
-    mlflow.tracking.MlflowClient().log_dict(run.info.run_id, payload, f"trainer_ext/{name}_confusion_matrix.json")
+    mlflow.tracking.MlflowClient().log_dict(run.info.run_id, dict(payload), f"trainer_ext/{name}_confusion_matrix.json")

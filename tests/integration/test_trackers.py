@@ -104,8 +104,10 @@ def test_tensorboard_receives_every_key_at_the_step_of_its_save(data, tmp_path, 
     assert text_event.step == best.global_step
     text = text_event.tensor_proto.string_val[0].decode("utf-8")
     assert best.checkpoint in text
+    assert "**Confusion matrix (rows: true class, columns: predicted class)**" in text
+    assert "| true \\ predicted | NEGATIVE | POSITIVE |" in text
     for label, row in zip(best.labels, best.confusion_matrix):
-        assert f"| **{label}** | " + " | ".join(str(v) for v in row) + " |" in text
+        assert f"| {label} | " + " | ".join(str(v) for v in row) + " |" in text
 
 
 def test_mlflow_receives_every_key_at_the_step_of_its_save(data, tmp_path, monkeypatch):
@@ -141,8 +143,10 @@ def test_mlflow_receives_every_key_at_the_step_of_its_save(data, tmp_path, monke
     best = load_record(tmp_path / "out" / callback.leaderboard["best_checkpoint"])
     path = client.download_artifacts(run.info.run_id, "trainer_ext/holdout_confusion_matrix.json", str(tmp_path))
     assert json.loads(Path(path).read_text()) == {
-        "checkpoint": best.checkpoint, "global_step": best.global_step, "labels": best.labels,
+        "checkpoint": best.checkpoint, "global_step": best.global_step, "task": "single_label", "labels": best.labels,
         "matrix": best.confusion_matrix,
+        "tables": [{"title": "Confusion matrix (rows: true class, columns: predicted class)", "corner": "true \\ predicted",
+                    "columns": best.labels, "index": best.labels, "data": best.confusion_matrix}],
     }
 
 
@@ -154,3 +158,30 @@ def test_confusion_matrix_goes_nowhere_without_a_tracker(data, tmp_path):
     assert log_confusion_matrix(trainer, [[3, 1], [0, 5]], ["NEGATIVE", "POSITIVE"], step=1, checkpoint="checkpoint-1") == []
     assert log_confusion_matrix(trainer.callback_handler, [[3, 1], [0, 5]], ["a", "b"], step=1, checkpoint="c") == []
     assert not list(tmp_path.iterdir())
+
+
+def test_the_records_task_heads_the_table_where_the_shape_cannot(data, tmp_path, monkeypatch):
+    """Issue 11: the statistics are headed as the record's task lays them out. A token record with the tags
+    O, B-A, B-B has a 3 x 3 matrix, as a 3-class confusion matrix would: with ``task="token"`` it reads per
+    entity type ([TP, FP, FN]) and the labelled tokens, never as true x predicted. Regression sends nothing."""
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    monkeypatch.setenv("TENSORBOARD_LOGGING_DIR", str(tmp_path / "tb"))
+    trainer = Trainer(
+        model=tiny_llama_classifier(data["tokenizer"], seed=0),
+        args=TrainingArguments(output_dir=str(tmp_path / "out"), report_to=["tensorboard"], use_cpu=True),
+    )
+    counts = [[4, 1, 2], [3, 0, 1], [40, 6, 0]]
+    assert log_confusion_matrix(trainer, counts, ["O", "B-A", "B-B"], step=7, checkpoint="checkpoint-7", task="token") == ["tensorboard"]
+    assert log_confusion_matrix(trainer, [], ["value"], step=7, checkpoint="checkpoint-7", task="regression") == []
+
+    (events_dir,) = {p.parent for p in tmp_path.rglob("events.out.tfevents.*")}
+    events = EventAccumulator(str(events_dir), size_guidance={"tensors": 0})
+    events.Reload()
+    (tag,) = [t for t in events.Tags()["tensors"] if t.startswith("holdout/confusion_matrix")]
+    (event,) = events.Tensors(tag)
+    text = event.tensor_proto.string_val[0].decode("utf-8")
+    assert event.step == 7 and "checkpoint-7" in text and "true \\ predicted" not in text
+    assert "| entity type | true positive | false positive | false negative |" in text
+    assert "| A | 4 | 1 | 2 |" in text and "| B | 3 | 0 | 1 |" in text
+    assert "|  | correct | wrong |" in text and "| tokens | 40 | 6 |" in text
