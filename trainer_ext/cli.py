@@ -1,7 +1,9 @@
 """The ``trainer-ext`` command: rank, evaluate and report on the checkpoints of a Trainer output folder.
 
     trainer-ext rank OUTPUT_DIR --objective recall_negative --constraint "precision_negative >= 0.8" [--apply]
-    trainer-ext evaluate OUTPUT_DIR --data holdout.csv [--objective ...]
+    trainer-ext rank OUTPUT_DIR --objective f1_micro --require-significance   # paired bootstrap on saved predictions
+    trainer-ext evaluate OUTPUT_DIR --data holdout.csv [--objective ...]   # raw text, or pre-tokenized JSON lines:
+    trainer-ext evaluate OUTPUT_DIR --data tagged.jsonl --task token      # input_ids + per-token labels, or tokens + ner_tags
     trainer-ext report OUTPUT_DIR [--out DIR]
 
 Also ``python -m trainer_ext ...``, and ``accelerate launch -m trainer_ext evaluate ...`` on several

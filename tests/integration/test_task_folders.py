@@ -115,17 +115,19 @@ def _write_jsonl(path: Path, rows) -> Path:
     return path
 
 
-def _text_events(tb: Path):
+def _text_events(base: Path):
+    """The run's one TensorBoard log directory under ``base``: TENSORBOARD_LOGGING_DIR (``base/tb``) on
+    transformers 5, ``args.logging_dir`` (under the output folder) on 4.x."""
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
-    (events_dir,) = {p.parent for p in tb.rglob("events.out.tfevents.*")}
+    (events_dir,) = {p.parent for p in base.rglob("events.out.tfevents.*")}
     events = EventAccumulator(str(events_dir), size_guidance={"scalars": 0, "tensors": 0})
     events.Reload()
     return events
 
 
-def _statistics_text(tb: Path, step: int) -> str:
-    events = _text_events(tb)
+def _statistics_text(base: Path, step: int) -> str:
+    events = _text_events(base)
     tag = next(t for t in events.Tags()["tensors"] if t.startswith("holdout/confusion_matrix"))
     (event,) = events.Tensors(tag)
     assert event.step == step
@@ -151,7 +153,7 @@ def token_run(tmp_path_factory):
         processing_class=tokenizer, callbacks=[callback],
     ))
     assert not caught, [str(w.message) for w in caught]
-    return SimpleNamespace(out=base / "out", tb=base / "tb", held_out=held_out, words=make_sentences(80, 1))
+    return SimpleNamespace(out=base / "out", tb=base, held_out=held_out, words=make_sentences(80, 1))
 
 
 @pytest.fixture(scope="module")
@@ -185,7 +187,7 @@ def multi_label_run(tmp_path_factory):
         if mlflow:
             mlflow.set_tracking_uri(previous)
     assert not caught, [str(w.message) for w in caught]
-    return SimpleNamespace(out=base / "out", tb=base / "tb", mlruns=uri, holdout=holdout, eval_rows=eval_rows)
+    return SimpleNamespace(out=base / "out", tb=base, mlruns=uri, holdout=holdout, eval_rows=eval_rows)
 
 
 _UP, _DOWN = "great love excellent".split(), "bad awful broken".split()
@@ -223,7 +225,7 @@ def regression_run(tmp_path_factory):
         args=_args(base / "out", num_train_epochs=2, save_strategy="epoch", report_to=["tensorboard"]),
         train_dataset=encode(train_rows), processing_class=tokenizer, callbacks=[callback],
     ))
-    return SimpleNamespace(out=base / "out", tb=base / "tb", eval_rows=eval_rows, warnings=caught)
+    return SimpleNamespace(out=base / "out", tb=base, eval_rows=eval_rows, warnings=caught)
 
 
 # ---- 1. evaluate on pre-tokenized data -------------------------------------------------------------------
