@@ -304,8 +304,8 @@ def log_confusion_matrix(
         return []
     if not tables:
         return []
-    payload = {
-        "checkpoint": checkpoint, "global_step": int(step), "task": statistics_task.name,
+    payload = {  # a task given by name stays that name ("label_words" is laid out as single-label)
+        "checkpoint": checkpoint, "global_step": int(step), "task": task if isinstance(task, str) else statistics_task.name,
         "labels": [str(label) for label in labels], "matrix": np.asarray(matrix).tolist(), "tables": tables,
     }
     logged: list[str] = []
