@@ -74,7 +74,7 @@ def log_chosen_confusion_matrix(host: TrainerBridge, run: RunTracker, args: Any,
     if record is not None and record.confusion_matrix:
         log_confusion_matrix(
             host.handler, record.confusion_matrix, record.labels, step=record.global_step,
-            checkpoint=record.checkpoint, name=name, args=args,
+            checkpoint=record.checkpoint, name=name, args=args, task=record.task,
         )
 
 

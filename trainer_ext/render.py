@@ -23,7 +23,7 @@ __all__ = [
     "early_stop_line",
     "leaderboard_markdown",
     "leaderboard_table",
-    "confusion_table",
+    "statistics_markdown",
 ]
 
 MAX_CLASSES_SHOWN = 6  # per-class columns of the leaderboard markdown
@@ -155,11 +155,17 @@ def leaderboard_table(payload: Mapping[str, Any], columns: Sequence[str]) -> str
 # ---- the report --------------------------------------------------------------------------------------
 
 
-def confusion_table(labels: Sequence[str], matrix: Sequence[Sequence[int]]) -> list[str]:
-    """A markdown confusion matrix (rows: true class, columns: predicted class), as lines."""
-    lines = ["| true \\ predicted | " + " | ".join(labels) + " |", "|" + "---|" * (len(labels) + 1)]
-    for name, row in zip(labels, matrix):
-        lines.append(f"| {name} | " + " | ".join(str(int(v)) for v in row) + " |")
+def statistics_markdown(tables: Sequence[Mapping[str, Any]]) -> list[str]:
+    """Markdown lines of a task's statistics tables (:meth:`trainer_ext.tasks.Task.statistics_tables`):
+    each its title in bold, then the table, row names first and counts right-aligned. Shared by the
+    report (:mod:`trainer_ext.report`) and the trackers (:func:`trainer_ext.trainer_bridge.log_confusion_matrix`)."""
+    lines: list[str] = []
+    for table in tables:
+        columns = [str(c) for c in table["columns"]]
+        lines += [f"**{table['title']}**", "", f"| {table['corner']} | " + " | ".join(columns) + " |",
+                  "|---|" + "---:|" * len(columns)]
+        lines += [f"| {name} | " + " | ".join(str(int(v)) for v in row) + " |" for name, row in zip(table["index"], table["data"])]
+        lines.append("")
     return lines
 
 

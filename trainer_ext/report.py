@@ -44,7 +44,7 @@ from .records import (
     write_file_atomic,
     write_text_atomic,
 )
-from .render import format_value, leaderboard_markdown, objective_header
+from .render import format_value, leaderboard_markdown, objective_header, statistics_markdown
 from .run_folder import existing_checkpoints, read_records
 from .selection import candidates_of, select_best
 
@@ -53,7 +53,6 @@ __all__ = [
     "PER_CLASS_FIGURE",
     "CONFUSION_FIGURE",
     "PRECISION_RECALL_FIGURE",
-    "statistics_markdown",
     "write_report",
 ]
 
@@ -187,20 +186,6 @@ def _statistics_of(record: CheckpointRecord) -> list[str]:
     from .tasks import task_from_record
 
     return statistics_markdown(task_from_record(record.task, record.labels).statistics_tables(record.confusion_matrix))
-
-
-def statistics_markdown(tables: Sequence[Mapping[str, Any]]) -> list[str]:
-    """Markdown lines of a task's statistics tables (:meth:`trainer_ext.tasks.Task.statistics_tables`):
-    each its title in bold, then the table, row names first and counts right-aligned. Shared by the
-    report and the trackers (:func:`trainer_ext.trainer_bridge.log_confusion_matrix`)."""
-    lines: list[str] = []
-    for table in tables:
-        columns = [str(c) for c in table["columns"]]
-        lines += [f"**{table['title']}**", "", f"| {table['corner']} | " + " | ".join(columns) + " |",
-                  "|---|" + "---:|" * len(columns)]
-        lines += [f"| {name} | " + " | ".join(str(int(v)) for v in row) + " |" for name, row in zip(table["index"], table["data"])]
-        lines.append("")
-    return lines
 
 
 # The report's sections per record task.

@@ -409,7 +409,6 @@ def _comparer(
 
     def compare(first: str, second: str) -> PairedComparison | None:
         a, b = predictions_of(first), predictions_of(second)
-        # 2-D labels (multi-label): the paired comparison is single-label only for now (issue 11).
         if a is None or b is None or not slugs or a[0].shape != b[0].shape:
             return None
         return compare_predictions(objective, slugs, a[0], a[1], b[1], names=(first, second), target=target)

@@ -350,7 +350,7 @@ def _tracker_kind(callback: Any) -> str | None:
 
 
 def _statistics_text(payload: Mapping[str, Any]) -> str:
-    from .report import statistics_markdown
+    from .render import statistics_markdown
 
     head = f"Statistics of {payload['checkpoint']} (step {payload['global_step']}, {payload['task']}), the chosen checkpoint"
     return "\n".join([head, ""] + statistics_markdown(payload["tables"])).rstrip() + "\n"

@@ -45,6 +45,12 @@ Subclass :class:`Task` and give it a ``name`` (written in records: ``"multi_labe
    :meth:`Task.threshold_from_config` (the ``decision_threshold`` entry of ``config.json``).
 7. **The task's checks of an objective**: :meth:`Task.check_objective` (cost-matrix size, which
    thresholds can be tuned, ...).
+8. **The statistics as people read them**: :meth:`Task.statistics_tables` (the trackers and the
+   report show a record's ``confusion_matrix`` through it); default ``[]``.
+
+The selection-corrected estimate (:mod:`trainer_ext.estimate`) also needs
+:meth:`Task.example_statistics`, the per-example statistics whose sum is :meth:`Task.statistics`
+(default None: the task's keys get no estimate).
 
 How the tasks of the next issue fit this interface, without changing it:
 
