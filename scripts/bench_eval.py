@@ -6,6 +6,9 @@ config, randomly initialised, vocabulary from a tokenizer trained here) and one 
 token sequences whose lengths are log-normal, clipped to [8, 256], like real reviews; token ids are slices
 of a stream of tokenized synthetic reviews, each ending with [EOS]; deterministic from ``--seed``).
 
+``--task`` picks the head (default ``single_label``, the run described here; the other tasks of issue 11
+are described under "Tasks" below).
+
 Methods (each in a fresh Python process, see "Memory" below):
 
 * ``callback``   what BestCheckpointCallback runs at each save: ``trainer_ext.evaluation.evaluate_model``
@@ -25,6 +28,46 @@ is reported with the spread (max - min), and the CPU seconds (user + system) of 
 give the same predictions as the callback: argmax equal for every example, probabilities within 1e-5 (the
 max abs difference is printed).
 
+Tasks (``--task``): the same architecture family, sizes, log-normal lengths and token streams, another head:
+
+* ``multi_label``  ``LlamaForSequenceClassification``, ``problem_type="multi_label_classification"``, 5 labels,
+                   multi-hot labels (each label on for 30 % of the examples); objective ``f1_macro``;
+* ``token``        ``LlamaForTokenClassification`` with IOB2 tags O, B-PER, I-PER, B-LOC, I-LOC; per-token tags
+                   (entities of 1-3 tokens), ``-100`` on the final [EOS] and on 15 % of the other tokens (the
+                   non-first sub-words of Hugging Face's recipe); objective ``recall_per``;
+* ``regression``   ``LlamaForSequenceClassification``, ``num_labels=1``, ``problem_type="regression"``, float
+                   labels; objective ``mae``;
+* ``label_words``  ``LlamaForCausalLM`` with ``LabelWords({"NEGATIVE": " negative", "POSITIVE": " positive"})``
+                   (one token each; the tokenizer is trained on the label texts too); ``--label-words multi``:
+                   ``{"NEGATIVE": " quite negative", "POSITIVE": " very positive indeed"}`` (2 and 3 tokens, the
+                   path that reuses the prompt's KV cache). Prompts: a log-normal-length slice of the review
+                   stream ending with the tokens of " sentiment :", no [EOS]; objective ``recall_negative``.
+
+For these tasks the methods are:
+
+* ``callback``  exactly what the callback runs: ``HeldOutSets.prepare`` once (``on_train_begin``: the task read
+                from the model, or ``LabelWords``; ``prepare_held_out``; the task's collator; the probe), then at
+                each save ``HeldOutSets.evaluate`` (``evaluate_model`` + ``score_checkpoint`` with the objective's
+                default 1000-resample bootstrap interval);
+* ``sorted``    the floor: a plain ``no_grad`` loop over length-sorted batches of B, right-padded, doing the
+                task's own minimal work and nothing else: multi-label, the sigmoid of the logits (and >= 0.5);
+                token, the softmax of each real token's logits and its argmax; regression, the one output;
+                label words, what a careful user writes by hand: the batch LEFT-padded (position ids from the
+                mask) so that the model's ``logits_to_keep=1`` computes only the last prompt position's logits,
+                the log-softmax of that row read at the label tokens; for a label of L > 1 tokens one more
+                forward of its L - 1 continuation tokens on a copy of the prompt's KV cache (the cheapest exact
+                way we know: a forward of prompt + label per class recomputes the prompt, see ``concat``);
+* ``loop``      the same loop in dataset order;
+* ``concat``    (label words only) the issue's definition of the score, by hand: per class, one forward of
+                prompt + label text (length-sorted batches of B, right-padded) and the sum of the label tokens'
+                log-probabilities; an independent check of the callback's KV-cache path, and what the cache saves.
+
+Agreement for these tasks: predictions equal everywhere (multi-label: every label of every example at 0.5;
+token: the argmax tag of every real token; label words: the argmax class) and the scores within
+``--tolerance`` (multi-label: sigmoid probabilities; token: per-token tag probabilities; label words: class
+probabilities; regression: the predicted values, which have no argmax). ``Trainer.evaluate`` and ``naive`` are
+single-label only.
+
 Memory: each method runs in its own fresh process; "peak MB" is that process's RSS high-water mark
 (``resource.getrusage(RUSAGE_SELF).ru_maxrss``: Python, torch, model, data and the method's own
 allocations) at the end; "+MB" is the growth of that mark over its value right after setup (model loaded,
@@ -43,6 +86,8 @@ Usage (from the repository root)::
     .venv/bin/python scripts/bench_eval.py --processes 2    # callback: 2 processes x 1 thread vs 1 x 2
     .venv/bin/python scripts/bench_eval.py --threads 1      # five methods, 1 thread: robust to other load
     .venv/bin/python scripts/bench_eval.py --quick          # small smoke run (~1 min)
+    .venv/bin/python scripts/bench_eval.py --task token --threads 1     # callback, loop, sorted on a token tagger
+    .venv/bin/python scripts/bench_eval.py --task label_words --label-words multi --quick
     python3 scripts/bench_eval.py --device cuda --hidden-size 1024 --num-layers 8   # on a GPU (gpu_check.sh)
 
 ``--device cuda`` runs every method on the first GPU (fp32; the model is moved there after loading, the
@@ -102,7 +147,28 @@ METHOD_TITLES = {
     "loop": "plain loop, dataset order",
     "sorted": "plain loop, length-sorted",
     "naive": "naive: reload + 1 example at a time",
+    "concat": "plain loop, length-sorted, prompt + label per class",
 }
+
+TASKS = ("single_label", "multi_label", "token", "regression", "label_words")
+# Methods each task has, in print order; the default run is every one of them.
+TASK_METHODS = {
+    "single_label": ("callback", "trainer", "loop", "sorted", "naive"),
+    "multi_label": ("callback", "loop", "sorted"),
+    "token": ("callback", "loop", "sorted"),
+    "regression": ("callback", "loop", "sorted"),
+    "label_words": ("callback", "loop", "sorted", "concat"),
+}
+TASK_OBJECTIVES = {"multi_label": "f1_macro", "token": "recall_per", "regression": "mae", "label_words": "recall_negative"}
+MULTI_LABEL_NAMES = ("billing", "shipping", "defect", "refund", "account")
+MULTI_LABEL_SHARE = 0.3  # each label is on for this share of the examples
+TOKEN_TAGS = ("O", "B-PER", "I-PER", "B-LOC", "I-LOC")
+TOKEN_IGNORED_SHARE = 0.15  # tokens labelled -100 besides [EOS] (non-first sub-words)
+LABEL_WORDS = {
+    "single": {"NEGATIVE": " negative", "POSITIVE": " positive"},
+    "multi": {"NEGATIVE": " quite negative", "POSITIVE": " very positive indeed"},  # 2 and 3 tokens
+}
+PROMPT_SUFFIX = " Sentiment:"  # the prompt's last tokens (" sentiment", ":"), after the review slice
 
 # Variables a surrounding launcher may have set; a worker must not inherit them.
 _LAUNCHER_VARIABLES = (
@@ -127,6 +193,8 @@ class BenchConfig:
     length_sigma: float
     seed: int
     device: str = "cpu"
+    task: str = "single_label"
+    label_words: str = "single"  # label_words task: "single" (one-token label texts) or "multi"
 
 
 # ---- command line ------------------------------------------------------------------------------
@@ -148,8 +216,13 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--threads", type=int, default=cores, help=f"threads of a 1-process run (default: {cores} cores)")
     parser.add_argument("--processes", type=int, default=1,
                         help="P > 1: only the callback's evaluation, P processes x threads/P vs 1 process x threads")
-    parser.add_argument("--methods", default="callback,trainer,loop,sorted,naive",
-                        help="comma-separated subset of the methods (1-process mode); callback is always run")
+    parser.add_argument("--task", choices=TASKS, default="single_label",
+                        help="the model's head (default single_label); see Tasks in the description")
+    parser.add_argument("--label-words", choices=tuple(LABEL_WORDS), default="single",
+                        help="label_words task: one-token label texts (single) or 2-3 tokens (multi, KV-cache path)")
+    parser.add_argument("--methods", default=None,
+                        help="comma-separated subset of the task's methods (1-process mode; default: all of them, "
+                             "single_label: callback,trainer,loop,sorted,naive); callback is always run")
     parser.add_argument("--profile", action="store_true", help="also print a cProfile of one callback evaluation")
     parser.add_argument("--quick", action="store_true", help="small smoke run: 400 examples, hidden 64, 2 layers")
     parser.add_argument("--device", choices=("cpu", "cuda"), default="cpu", help="where every method runs (1 process)")
@@ -175,8 +248,13 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         _check(cli.device == "cpu" or cli.processes == 1, "--processes > 1 runs on the CPU only; drop --device cuda.")
         _check(cli.threads >= cli.processes,
                f"--threads ({cli.threads}) must be >= --processes ({cli.processes}): each process needs a thread.")
-        unknown = set(cli.methods.split(",")) - set(METHOD_TITLES)
-        _check(not unknown, f"--methods: unknown {sorted(unknown)}; allowed: {sorted(METHOD_TITLES)}.")
+        allowed = TASK_METHODS[cli.task]
+        if cli.methods is None:
+            cli.methods = ",".join(allowed)
+        unknown = set(cli.methods.split(",")) - set(allowed)
+        _check(not unknown, f"--methods: {sorted(unknown)} not available for --task {cli.task}; allowed: {list(allowed)}.")
+        _check(cli.label_words == "single" or cli.task == "label_words",
+               f"--label-words {cli.label_words} applies to --task label_words only; got --task {cli.task}.")
     return cli
 
 
@@ -197,6 +275,8 @@ def _quiet_transformers() -> None:
 
 def build_fixture(config: BenchConfig, workdir: Path) -> dict:
     """Train the tokenizer, build and save the model, draw the held-out set; all deterministic."""
+    if config.task != "single_label":
+        return build_task_fixture(config, workdir)
     sys.path.insert(0, str(EXAMPLES))
     _quiet_transformers()
     from synthetic_reviews import make_reviews, tiny_llama_classifier, train_tokenizer
@@ -237,10 +317,137 @@ def build_fixture(config: BenchConfig, workdir: Path) -> dict:
     }
 
 
-def load_held_out(workdir: Path) -> tuple[list[list[int]], np.ndarray]:
+def _label_texts(config: BenchConfig) -> dict[str, str]:
+    return LABEL_WORDS[config.label_words]
+
+
+def _model_class(task: str):
+    from transformers import AutoModelForCausalLM, AutoModelForSequenceClassification, AutoModelForTokenClassification
+
+    return {"token": AutoModelForTokenClassification, "label_words": AutoModelForCausalLM}.get(
+        task, AutoModelForSequenceClassification
+    )
+
+
+def _task_model(config: BenchConfig, tokenizer):
+    """The task's Llama-architecture model from config: the sizes of ``tiny_llama_classifier`` (4 heads,
+    intermediate 2 x hidden, untied embeddings), another head; weights depend only on ``--seed``."""
+    import torch
+    from transformers import AutoConfig
+
+    options: dict = dict(
+        vocab_size=len(tokenizer), hidden_size=config.hidden_size, intermediate_size=2 * config.hidden_size,
+        num_hidden_layers=config.num_layers, num_attention_heads=4, num_key_value_heads=4,
+        max_position_embeddings=MAX_LENGTH + 8,  # label words: a 256-token prompt plus its continuation
+        pad_token_id=tokenizer.pad_token_id, bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id,
+        tie_word_embeddings=False,
+    )
+    names = {"multi_label": MULTI_LABEL_NAMES, "token": TOKEN_TAGS}.get(config.task)
+    if names is not None:
+        options.update(num_labels=len(names), id2label=dict(enumerate(names)), label2id={n: i for i, n in enumerate(names)})
+    if config.task == "multi_label":
+        options["problem_type"] = "multi_label_classification"
+    if config.task == "regression":
+        options.update(num_labels=1, problem_type="regression")
+    torch.manual_seed(config.seed)
+    return _model_class(config.task).from_config(AutoConfig.for_model("llama", **options))
+
+
+def _token_tags(rng: np.random.Generator, length: int) -> np.ndarray:
+    """IOB2 tag ids for ``length`` tokens, the last being [EOS] (-100): entities of 1-3 tokens start at
+    12 % of the tokens; 15 % of the tokens that are not an entity's first get -100 (non-first sub-words)."""
+    tags = np.zeros(length, dtype=np.int64)
+    j = 0
+    while j < length - 1:
+        if rng.random() < 0.12:
+            begin = 1 + 2 * int(rng.integers(0, 2))  # B-PER (1) or B-LOC (3); I- is begin + 1
+            span = min(int(rng.integers(1, 4)), length - 1 - j)
+            tags[j] = begin
+            tags[j + 1 : j + span] = begin + 1
+            j += span
+        else:
+            j += 1
+    ignored = (rng.random(length) < TOKEN_IGNORED_SHARE) & ~np.isin(tags, (1, 3))
+    tags[ignored] = -100
+    tags[-1] = -100  # [EOS], a special token
+    return tags
+
+
+def build_task_fixture(config: BenchConfig, workdir: Path) -> dict:
+    """:func:`build_fixture` for the tasks beyond single-label: the same review stream, lengths and sizes,
+    the task's model and labels (see Tasks in the module docstring)."""
+    sys.path.insert(0, str(EXAMPLES))
+    _quiet_transformers()
+    from synthetic_reviews import make_reviews, train_tokenizer
+
+    reviews = make_reviews(4000, seed=config.seed)
+    texts = [r["text"] for r in reviews]
+    extra = []
+    if config.task == "label_words":  # so that every label word is a token of its own, as in the example
+        extra = [PROMPT_SUFFIX + text for words in LABEL_WORDS.values() for text in words.values()] * 20
+    tokenizer = train_tokenizer(texts + extra, vocab_size=config.vocab_size)
+    model = _task_model(config, tokenizer)
+    checkpoint = workdir / "checkpoint"
+    model.save_pretrained(checkpoint)
+    tokenizer.save_pretrained(checkpoint)
+
+    stream = np.array(
+        [t for ids in tokenizer(texts, add_special_tokens=False)["input_ids"] for t in ids], dtype=np.int64
+    )
+    rng = np.random.default_rng(config.seed)
+    lengths = np.clip(
+        np.rint(rng.lognormal(np.log(config.median_length), config.length_sigma, config.examples)),
+        MIN_LENGTH, MAX_LENGTH,
+    ).astype(np.int64)
+    starts = rng.integers(0, stream.size - MAX_LENGTH, config.examples)
+    # The end of every example: [EOS] as the tokenizer appends it, or the prompt's suffix for label words.
+    ending = (tokenizer(PROMPT_SUFFIX, add_special_tokens=False)["input_ids"] if config.task == "label_words"
+              else [tokenizer.eos_token_id])
+    offsets = np.concatenate(([0], np.cumsum(lengths)))
+    flat = np.empty(int(offsets[-1]), dtype=np.int64)
+    for i, (start, length) in enumerate(zip(starts, lengths)):
+        body = length - len(ending)
+        flat[offsets[i] : offsets[i] + body] = stream[start : start + body]
+        flat[offsets[i] + body : offsets[i + 1]] = ending
+    arrays = {"flat": flat, "offsets": offsets}
+    if config.task == "multi_label":
+        arrays["labels"] = (rng.random((config.examples, len(MULTI_LABEL_NAMES))) < MULTI_LABEL_SHARE).astype(np.int64)
+        described = f"{len(MULTI_LABEL_NAMES)} labels {list(MULTI_LABEL_NAMES)}, each on for {MULTI_LABEL_SHARE:.0%} of the examples"
+    elif config.task == "token":
+        arrays["token_labels"] = np.concatenate([_token_tags(rng, int(n)) for n in lengths])
+        arrays["labels"] = np.zeros(config.examples, dtype=np.int64)  # unused: the labels are per token
+        labelled = int((arrays["token_labels"] >= 0).sum())
+        described = (f"IOB2 tags {list(TOKEN_TAGS)}, {labelled:,} labelled tokens, -100 on [EOS] and "
+                     f"{TOKEN_IGNORED_SHARE:.0%} of the others")
+    elif config.task == "regression":
+        arrays["labels"] = rng.normal(0.0, 1.0, config.examples)
+        described = "float labels ~ N(0, 1)"
+    else:
+        arrays["labels"] = (rng.random(config.examples) >= 0.3).astype(np.int64)  # 30% NEGATIVE (0)
+        words = _label_texts(config)
+        tokens = {name: len(tokenizer(text, add_special_tokens=False)["input_ids"]) for name, text in words.items()}
+        described = (f"LabelWords({words}) ({', '.join(f'{k}: {v} token(s)' for k, v in tokens.items())}), prompts end "
+                     f"with {PROMPT_SUFFIX!r}, 30% NEGATIVE")
+    np.savez(workdir / "held_out.npz", **arrays)
+    return {
+        "parameters": int(sum(p.numel() for p in model.parameters())),
+        "vocab": len(tokenizer),
+        "heads": model.config.num_attention_heads,
+        "intermediate": model.config.intermediate_size,
+        "lengths": lengths,
+        "model_class": type(model).__name__,
+        "labels": described,
+    }
+
+
+def load_held_out(workdir: Path) -> tuple[list[list[int]], np.ndarray | list]:
+    """Token ids per example and the labels (per-token lists for the token task)."""
     data = np.load(workdir / "held_out.npz")
     flat, offsets = data["flat"], data["offsets"]
     ids = [flat[offsets[i] : offsets[i + 1]].tolist() for i in range(len(offsets) - 1)]
+    if "token_labels" in data:
+        tags = data["token_labels"]
+        return ids, [tags[offsets[i] : offsets[i + 1]].tolist() for i in range(len(offsets) - 1)]
     return ids, data["labels"]
 
 
@@ -502,10 +709,245 @@ class NaiveMethod:
         pass
 
 
+# ---- the tasks beyond single-label ---------------------------------------------------------------
+
+
+def _task_dataset(task: str, ids: list[list[int]], labels):
+    """The held-out set as a user gives it to the callback: model-ready features and the task's labels
+    (label words: the prompts' ``input_ids`` and the class id as ``label``)."""
+    from datasets import Dataset
+
+    if task == "label_words":
+        return Dataset.from_dict({"input_ids": ids, "label": [int(v) for v in labels]})
+    columns = {"input_ids": ids, "attention_mask": [[1] * len(x) for x in ids]}
+    columns["labels"] = labels if isinstance(labels, list) else labels.tolist()
+    return Dataset.from_dict(columns)
+
+
+def comparable_output(task: str, scores: np.ndarray, predictions: np.ndarray, lengths: np.ndarray):
+    """``(scores, predictions, index)`` of every method of a task in one layout, for the agreement check:
+    the callback's own arrays, except token classification, whose ``[N, W]`` tags and ``[N, W, C]``
+    probabilities become the real tokens' ``[T]`` and ``[T, C]``, example by example, in token order."""
+    if task == "token":
+        real = np.arange(predictions.shape[1])[None, :] < np.asarray(lengths)[:, None]
+        return scores[real], predictions[real], np.arange(len(lengths))
+    return scores, predictions, np.arange(len(predictions))
+
+
+class TaskCallbackMethod:
+    """What the callback runs for a task beyond single-label, through the callback's own object:
+    ``HeldOutSets.prepare`` once (as ``on_train_begin``), then ``HeldOutSets.evaluate`` per save
+    (``evaluate_model`` + ``score_checkpoint`` with the objective's default 1000-resample interval)."""
+
+    def __init__(self, checkpoint: Path, ids, labels, config: BenchConfig, device: str = "cpu") -> None:
+        from transformers import AutoTokenizer
+
+        from trainer_ext import LabelWords
+        from trainer_ext.config import CallbackConfig
+        from trainer_ext.holdout import HeldOutSets
+
+        self.task = config.task
+        self.model = _model_class(config.task).from_pretrained(checkpoint).to(device)
+        tokenizer = AutoTokenizer.from_pretrained(checkpoint)
+        task = LabelWords(_label_texts(config)) if config.task == "label_words" else config.task
+
+        def prepare(n: int) -> HeldOutSets:
+            arguments = CallbackConfig.from_arguments(
+                _task_dataset(config.task, ids[:n], labels[:n]), TASK_OBJECTIVES[config.task], task=task,
+                batch_size=config.batch_size,
+            )
+            return HeldOutSets.prepare(arguments, self.model, tokenizer)
+
+        start = time.perf_counter()
+        self.sets = prepare(len(ids))
+        self.prepare_seconds = time.perf_counter() - start  # once per training run, at on_train_begin
+        self.warmup_sets = prepare(min(WARMUP_EXAMPLES, len(ids)))
+        self.collate = TimedCollate(self.sets.collate)
+        self.sets.collate = self.warmup_sets.collate = self.collate
+        self.lengths = np.array([len(x) for x in ids])
+        self.forward = ForwardTimer(self.model)
+        self.metrics_seconds = 0.0
+
+    def run(self, warmup: bool = False):
+        sets = self.warmup_sets if warmup else self.sets
+        start = time.perf_counter()
+        evaluation = sets.evaluate(self.model, None, "checkpoint-bench")
+        self.metrics_seconds = time.perf_counter() - start - evaluation.info["seconds"]  # score_checkpoint
+        output = evaluation.outputs[None]
+        return comparable_output(self.task, output.probabilities, output.predictions, self.lengths[: len(output.labels)])
+
+    def breakdown(self) -> dict:
+        return {"collate_s": self.collate.seconds, "forward_s": self.forward.seconds,
+                "forward_calls": self.forward.calls, "metrics_s": self.metrics_seconds,
+                "metrics_name": "score_checkpoint (keys + 1000-resample interval)"}
+
+    def reset(self) -> None:
+        self.collate.reset()
+        self.forward.reset()
+
+
+def _cache_argument(output) -> tuple[object, str]:
+    """The KV cache a forward returned and the argument that takes it back (``cache`` in transformers 5.x,
+    ``past_key_values`` in 4.x)."""
+    cache = getattr(output, "cache", None)
+    return (cache, "cache") if cache is not None else (getattr(output, "past_key_values", None), "past_key_values")
+
+
+class TaskLoopMethod:
+    """The plain ``no_grad`` loop of a task beyond single-label, batches of B (length-sorted or in dataset
+    order), doing the task's own minimal work (see Tasks in the module docstring: for label words, left
+    padding and ``logits_to_keep=1``, and the KV cache for the tokens after a label's first)."""
+
+    def __init__(self, checkpoint: Path, ids, config: BenchConfig, *, length_sorted: bool, device: str = "cpu") -> None:
+        from transformers import AutoTokenizer
+
+        self.task = config.task
+        self.device = device
+        self.model = _model_class(config.task).from_pretrained(checkpoint).eval().to(device)
+        self.pad_id = self.model.config.pad_token_id
+        self.ids = ids
+        self.batch_size = config.batch_size
+        self.length_sorted = length_sorted
+        self.label_ids: list[list[int]] = []
+        if config.task == "label_words":
+            tokenizer = AutoTokenizer.from_pretrained(checkpoint)
+            self.label_ids = [tokenizer(t, add_special_tokens=False)["input_ids"] for t in _label_texts(config).values()]
+        self.forward = ForwardTimer(self.model)
+        self.collate_seconds = 0.0
+
+    def _pad(self, sequences: list[list[int]], *, left: bool = False):
+        """``input_ids`` and ``attention_mask`` of the batch, padded to its longest row (on the left or right)."""
+        import torch
+
+        width = max(len(x) for x in sequences)
+        input_ids = torch.full((len(sequences), width), self.pad_id, dtype=torch.long)
+        attention_mask = torch.zeros((len(sequences), width), dtype=torch.long)
+        for row, ids in enumerate(sequences):
+            span = slice(width - len(ids), width) if left else slice(0, len(ids))
+            input_ids[row, span] = torch.tensor(ids)
+            attention_mask[row, span] = 1
+        return input_ids.to(self.device), attention_mask.to(self.device)
+
+    def run(self, warmup: bool = False):
+        import torch
+
+        n = min(WARMUP_EXAMPLES, len(self.ids)) if warmup else len(self.ids)
+        lengths = np.array([len(x) for x in self.ids[:n]])
+        order = np.argsort(-lengths, kind="stable") if self.length_sorted else np.arange(n)
+        out: list = [None] * n
+        with torch.no_grad():
+            for begin in range(0, n, self.batch_size):
+                index = order[begin : begin + self.batch_size]
+                start = time.perf_counter()
+                input_ids, attention_mask = self._pad([self.ids[i] for i in index], left=self.task == "label_words")
+                self.collate_seconds += time.perf_counter() - start
+                for i, value in zip(index, self._batch(input_ids, attention_mask, lengths[index])):
+                    out[i] = value
+        if self.task == "regression":
+            values = np.array(out, dtype=np.float64)
+            return values, values, np.arange(n)
+        scores = np.concatenate(out) if self.task == "token" else np.stack(out)
+        predictions = (scores >= 0.5).astype(np.int64) if self.task == "multi_label" else scores.argmax(axis=-1)
+        return scores, predictions, np.arange(n)
+
+    def _batch(self, input_ids, attention_mask, lengths: np.ndarray) -> list:
+        """Per example of the batch: its scores (regression: its value)."""
+        import torch
+
+        if self.task == "label_words":
+            return list(self._label_word_probabilities(input_ids, attention_mask))
+        logits = self.model(input_ids=input_ids, attention_mask=attention_mask).logits
+        if self.task == "multi_label":
+            return list(torch.sigmoid(logits.float()).cpu().numpy().astype(np.float32))
+        if self.task == "regression":
+            return list(logits[:, 0].float().cpu().numpy())
+        probabilities = torch.softmax(logits.float(), dim=-1).cpu().numpy()  # token: [b, width, tags]
+        return [probabilities[row, : lengths[row]] for row in range(len(lengths))]
+
+    def _label_word_probabilities(self, input_ids, attention_mask) -> np.ndarray:
+        """Softmax over classes of the summed label-token log-probabilities, for a LEFT-padded batch."""
+        import copy
+
+        import torch
+
+        positions = (attention_mask.cumsum(-1) - 1).clamp(min=0)
+        multi_token = any(len(t) > 1 for t in self.label_ids)
+        output = self.model(input_ids=input_ids, attention_mask=attention_mask, position_ids=positions,
+                            use_cache=multi_token, logits_to_keep=1)
+        first = torch.log_softmax(output.logits[:, -1].float(), dim=-1)
+        scores = first[:, [t[0] for t in self.label_ids]].clone()
+        if multi_token:
+            cache, argument = _cache_argument(output)
+            rows, lengths = input_ids.shape[0], attention_mask.sum(-1)
+            for c, tokens in enumerate(self.label_ids):
+                if len(tokens) == 1:
+                    continue
+                follow = torch.tensor(tokens, device=input_ids.device)
+                steps = len(tokens) - 1
+                continued = self.model(
+                    input_ids=follow[:-1].expand(rows, steps),
+                    attention_mask=torch.cat([attention_mask, attention_mask.new_ones((rows, steps))], -1),
+                    position_ids=lengths[:, None] + torch.arange(steps, device=input_ids.device),
+                    use_cache=True, **{argument: copy.deepcopy(cache)},
+                )
+                later = torch.log_softmax(continued.logits.float(), dim=-1)
+                scores[:, c] += later.gather(-1, follow[1:].expand(rows, steps)[..., None]).squeeze(-1).sum(-1)
+        return torch.softmax(scores, dim=-1).cpu().numpy().astype(np.float32)
+
+    def breakdown(self) -> dict:
+        return {"collate_s": self.collate_seconds, "forward_s": self.forward.seconds, "forward_calls": self.forward.calls}
+
+    def reset(self) -> None:
+        self.collate_seconds = 0.0
+        self.forward.reset()
+
+
+class ConcatMethod(TaskLoopMethod):
+    """Label words by the issue's definition: per class, one forward of prompt + label text (length-sorted
+    batches of B, right-padded), the sum of the label tokens' log-probabilities, softmax over classes."""
+
+    def __init__(self, checkpoint: Path, ids, config: BenchConfig, device: str = "cpu") -> None:
+        super().__init__(checkpoint, ids, config, length_sorted=True, device=device)
+
+    def run(self, warmup: bool = False):
+        import torch
+
+        n = min(WARMUP_EXAMPLES, len(self.ids)) if warmup else len(self.ids)
+        prompt_lengths = np.array([len(x) for x in self.ids[:n]])
+        order = np.argsort(-prompt_lengths, kind="stable")
+        sums = np.empty((n, len(self.label_ids)), dtype=np.float32)
+        with torch.no_grad():
+            for begin in range(0, n, self.batch_size):
+                index = order[begin : begin + self.batch_size]
+                for c, tokens in enumerate(self.label_ids):
+                    start = time.perf_counter()
+                    input_ids, attention_mask = self._pad([self.ids[i] + tokens for i in index])
+                    self.collate_seconds += time.perf_counter() - start
+                    logits = self.model(input_ids=input_ids, attention_mask=attention_mask).logits
+                    logp = torch.log_softmax(logits.float(), dim=-1)
+                    # label token j sits at prompt_length + j, predicted by the position before it
+                    device = logp.device
+                    where = (torch.as_tensor(prompt_lengths[index], device=device)[:, None] - 1
+                             + torch.arange(len(tokens), device=device))
+                    rows = torch.arange(len(index), device=device)[:, None]
+                    picked = logp[rows, where, torch.tensor(tokens, device=device)[None, :]]
+                    sums[index, c] = picked.sum(-1).cpu().numpy()
+        probabilities = torch.softmax(torch.from_numpy(sums), dim=-1).numpy().astype(np.float32)
+        return probabilities, probabilities.argmax(axis=1), np.arange(n)
+
+
 def _make_method(name: str, workdir: Path, config: BenchConfig):
     checkpoint = workdir / "checkpoint"
     ids, labels = load_held_out(workdir)
     device = config.device
+    if config.task != "single_label":
+        if name in ("callback", "callback-dist"):
+            return TaskCallbackMethod(checkpoint, ids, labels, config, device)
+        if name in ("loop", "sorted"):
+            return TaskLoopMethod(checkpoint, ids, config, length_sorted=name == "sorted", device=device)
+        if name == "concat":
+            return ConcatMethod(checkpoint, ids, config, device)
+        raise SystemExit(f"bench_eval.py: method {name!r} is not available for task {config.task!r}")
     if name in ("callback", "callback-dist"):
         return CallbackMethod(checkpoint, ids, labels, config.batch_size, device)
     if name == "trainer":
@@ -768,6 +1210,12 @@ class Row:
     note: str = ""
 
 
+def method_title(method: str, task: str) -> str:
+    if task != "single_label" and method == "callback":
+        return "callback: HeldOutSets.evaluate (evaluate_model + score_checkpoint)"
+    return METHOD_TITLES[method]
+
+
 def summarise(key: str, report: dict, *, examples: int, title: str | None = None) -> Row:
     ranks = report["ranks"]
     # Under several processes a run takes as long as its slowest rank.
@@ -789,13 +1237,48 @@ def summarise(key: str, report: dict, *, examples: int, title: str | None = None
     return Row(key, title or METHOD_TITLES[key], best, spread, best_cpu, peak, added, note)
 
 
-def check_agreement(reference: dict, other: dict) -> tuple[bool, int, float, float]:
-    """(argmax equal everywhere, number of differing argmax, max |p - p_ref|, smallest margin of a differing row)."""
+# What "equal predictions" and the score difference mean, per task, in the agreement lines.
+AGREEMENT_WORDS = {
+    "single_label": ("argmax", "dp"),
+    "multi_label": ("predictions at 0.5 (every label)", "dp"),
+    "token": ("argmax tag of every real token", "dp"),
+    "regression": (None, "dv"),  # values: no argmax to compare
+    "label_words": ("argmax class", "dp"),
+}
+
+
+def check_agreement(reference: dict, other: dict, task: str = "single_label") -> tuple[bool, int, float, float]:
+    """(predictions equal everywhere, number of differing predictions, max |score - score_ref|, smallest
+    margin of a differing prediction: |p0 - p1| (single-label), the top-two probability gap (token,
+    label words), |p - 0.5| (multi-label)). Regression: predictions are the values, only their difference
+    counts. Different shapes (a method lost a token or an example) are a disagreement."""
+    if task != "single_label":
+        return _check_task_agreement(reference, other, task)
     index = other["index"]
     ref_p, ref_pred = reference["probabilities"][index], reference["predictions"][index]
     differing = other["predictions"] != ref_pred
     max_diff = float(np.abs(other["probabilities"] - ref_p).max()) if index.size else 0.0
     margin = float(np.abs(ref_p[differing, 0] - ref_p[differing, 1]).min()) if differing.any() else float("nan")
+    return (not differing.any()), int(differing.sum()), max_diff, margin
+
+
+def _check_task_agreement(reference: dict, other: dict, task: str) -> tuple[bool, int, float, float]:
+    # Every method of these tasks covers the whole held-out set (no subset like single-label's naive).
+    ref_p, ref_pred = reference["probabilities"], reference["predictions"]
+    p, pred = other["probabilities"], other["predictions"]
+    if p.shape != ref_p.shape or pred.shape != ref_pred.shape:
+        return False, -1, float("inf"), float("nan")
+    max_diff = float(np.abs(p.astype(np.float64) - ref_p).max()) if p.size else 0.0
+    if task == "regression":
+        return True, 0, max_diff, float("nan")
+    differing = pred != ref_pred
+    margin = float("nan")
+    if differing.any():
+        if task == "multi_label":
+            margin = float(np.abs(ref_p[differing] - 0.5).min())
+        else:
+            top = np.sort(ref_p[differing.reshape(differing.shape[0], -1).any(axis=1)], axis=-1)
+            margin = float((top[:, -1] - top[:, -2]).min())
     return (not differing.any()), int(differing.sum()), max_diff, margin
 
 
@@ -826,6 +1309,36 @@ def work_figures(lengths: np.ndarray, batch_size: int, processes: int = 1) -> di
         loads = [sum(batch_cost(plan[b], lengths) for b in s) for s in shards]
         figures["shards"] = ", ".join(f"rank {r}: {len(s)} batches, {t:,} padded tokens" for r, (s, t) in enumerate(zip(shards, loads)))
     return figures
+
+
+def label_word_figures(workdir: Path, config: BenchConfig, lengths: np.ndarray, figures: dict[str, str]) -> dict[str, str]:
+    """The label-words methods' work: continuation passes on the KV cache, and prompt + label per class."""
+    from transformers import AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(workdir / "checkpoint")
+    tokens = [len(tokenizer(t, add_special_tokens=False)["input_ids"]) for t in _label_texts(config).values()]
+    longer = [t for t in tokens if t > 1]
+    n_sorted = -(-lengths.size // config.batch_size)
+    order = np.argsort(-lengths, kind="stable")
+    padded = sum(
+        len(b) * (int(lengths[b].max()) + t)
+        for t in tokens for b in (order[i : i + config.batch_size] for i in range(0, lengths.size, config.batch_size))
+    )
+    extra = (f"; per batch + {len(longer)} continuation forward(s) of {', '.join(str(t - 1) for t in longer)} token(s) "
+             f"on a copy of the prompt's KV cache" if longer else "; every label one token: one forward per batch")
+    return {
+        "callback": figures["callback"] + extra,
+        "sorted": figures["sorted"] + extra + "; logits of the last position only (logits_to_keep=1, left padding)",
+        "loop": figures["loop"] + extra + "; logits of the last position only",
+        "concat": f"{len(tokens)} x {n_sorted} batches of <= {config.batch_size} rows of prompt + label, {padded:,} padded tokens",
+    }
+
+
+def _task_title(config: BenchConfig) -> str:
+    if config.task == "single_label":
+        return ""  # today's single-label output, unchanged
+    words = f", label words {config.label_words}" if config.task == "label_words" else ""
+    return f"task {config.task}{words}, "
 
 
 def machine_facts(device: str = "cpu") -> dict[str, str]:
@@ -869,7 +1382,7 @@ def _print_method_details(row: Row, report: dict, figure: str) -> None:
         parts.append(f"collate {b['collate_s']:.3f} s ({b['collate_s'] / calls * 1000:.1f} ms/batch)")
         parts.append(f"other {min(ranks[0]['times']) - b['forward_s'] - b['collate_s']:.3f} s")
         if "metrics_s" in b:
-            parts.append(f"compute_metrics {b['metrics_s'] * 1000:.1f} ms")
+            parts.append(f"{b.get('metrics_name', 'compute_metrics')} {b['metrics_s'] * 1000:.1f} ms")
     if "load_s" in b:
         parts.append(f"from_pretrained {b['load_s']:.2f} s + {b['subset']} single-example forwards {b['per_example_loop_s']:.2f} s "
                      f"({b['per_example_loop_s'] / b['subset'] * 1000:.1f} ms/example)")
@@ -912,6 +1425,7 @@ def main(argv: list[str] | None = None) -> None:
         examples=cli.examples, hidden_size=cli.hidden_size, num_layers=cli.num_layers, vocab_size=cli.vocab_size,
         batch_size=cli.batch_size, repeats=cli.repeats, naive_examples=min(cli.naive_examples, cli.examples),
         median_length=cli.median_length, length_sigma=cli.length_sigma, seed=cli.seed, device=cli.device,
+        task=cli.task, label_words=cli.label_words,
     )
     (cli.workdir / "config.json").write_text(json.dumps(asdict(config), indent=2), encoding="utf-8")
 
@@ -925,8 +1439,11 @@ def main(argv: list[str] | None = None) -> None:
 
     fixture = build_fixture(config, cli.workdir)
     lengths = fixture["lengths"]
+    if config.task != "single_label":
+        print(f"  task: {config.task} (objective {TASK_OBJECTIVES[config.task]!r}); labels: {fixture['labels']}")
     print(
-        f"  model: LlamaForSequenceClassification from config, hidden {config.hidden_size}, {config.num_layers} layers, "
+        f"  model: {fixture.get('model_class', 'LlamaForSequenceClassification')} from config, hidden {config.hidden_size}, "
+        f"{config.num_layers} layers, "
         f"{fixture['heads']} heads, intermediate {fixture['intermediate']}, vocab {fixture['vocab']} "
         f"(WordPiece trained here), {fixture['parameters'] / 1e6:.2f} M parameters, fp32, on {config.device}"
     )
@@ -939,6 +1456,8 @@ def main(argv: list[str] | None = None) -> None:
     print(f"  batch size B = {config.batch_size}; {config.repeats} timed runs per method after one warm-up "
           f"({WARMUP_EXAMPLES} examples); work folder {cli.workdir}")
     figures = work_figures(lengths, config.batch_size, cli.processes)
+    if config.task == "label_words":
+        figures.update(label_word_figures(cli.workdir, config, lengths, figures))
 
     if cli.processes > 1:
         run_processes_mode(cli, config, figures, facts, command_line, load_before, wall_start)
@@ -994,7 +1513,7 @@ def run_methods_mode(cli, config: BenchConfig, figures, facts, command_line, loa
             times.append(f"{m} {workers[m].run():.2f} s")
         print(f"  round {round_number + 1}: " + ", ".join(times), flush=True)
     reports = {m: workers[m].finish() for m in order}
-    rows = {m: summarise(m, reports[m], examples=config.examples) for m in order}
+    rows = {m: summarise(m, reports[m], examples=config.examples, title=method_title(m, config.task)) for m in order}
 
     print()
     print("Details:")
@@ -1007,21 +1526,34 @@ def run_methods_mode(cli, config: BenchConfig, figures, facts, command_line, loa
             print(f"    {line}")
 
     print()
-    print(f"Agreement with the callback's predictions (tolerance {cli.tolerance:g} on probabilities):")
+    task = config.task
+    compared, score = AGREEMENT_WORDS[task]
+    scores_are = "values" if task == "regression" else "probabilities"
+    print(f"Agreement with the callback's predictions (tolerance {cli.tolerance:g} on {scores_are}):")
     all_agree = True
     agreement: dict[str, dict] = {}
     for m in order[1:]:
-        equal, n_diff, max_diff, margin = check_agreement(reports["callback"], reports[m])
+        equal, n_diff, max_diff, margin = check_agreement(reports["callback"], reports[m], task)
         ok = equal and max_diff <= cli.tolerance
         all_agree &= ok
         agreement[m] = {"argmax_equal": equal, "differing": n_diff, "max_abs_dp": max_diff, "ok": ok}
-        extra = "" if equal else f"; {n_diff} differ (smallest margin |p0 - p1| among them {margin:.2e})"
-        print(f"  {m:8s} {len(reports[m]['index']):5d} examples: argmax {'equal' if equal else 'DIFFERENT'}, "
-              f"max |dp| = {max_diff:.2e} -> {'OK' if ok else 'MISMATCH'}{extra}")
+        if task == "single_label":
+            extra = "" if equal else f"; {n_diff} differ (smallest margin |p0 - p1| among them {margin:.2e})"
+            print(f"  {m:8s} {len(reports[m]['index']):5d} examples: argmax {'equal' if equal else 'DIFFERENT'}, "
+                  f"max |dp| = {max_diff:.2e} -> {'OK' if ok else 'MISMATCH'}{extra}")
+            continue
+        if n_diff < 0:
+            print(f"  {m:8s} {len(reports[m]['index']):5d} examples: outputs of another shape "
+                  f"({reports[m]['predictions'].shape} vs the callback's {reports['callback']['predictions'].shape}) -> MISMATCH")
+            continue
+        what = "" if compared is None else f"{compared} {'equal' if equal else 'DIFFERENT'}, "
+        extra = "" if equal else f"; {n_diff} differ (smallest margin among them {margin:.2e})"
+        print(f"  {m:8s} {len(reports[m]['index']):5d} examples: {what}max |{score}| = {max_diff:.2e} "
+              f"-> {'OK' if ok else 'MISMATCH'}{extra}")
 
     callback = rows["callback"]
     print()
-    print("Ratios and targets:")
+    print(f"Ratios and targets{' (' + _task_title(config)[:-2] + ')' if config.task != 'single_label' else ''}:")
     def cpu_ratio(a: Row, b: Row) -> str:
         return f"(CPU seconds: {_fmt_ratio(a.cpu_seconds / b.cpu_seconds)})"
 
@@ -1039,6 +1571,9 @@ def run_methods_mode(cli, config: BenchConfig, figures, facts, command_line, loa
     if "loop" in rows:
         print(f"  callback / loop, dataset order = {_fmt_ratio(callback.seconds / rows['loop'].seconds)}  (no target)  "
               f"{cpu_ratio(callback, rows['loop'])}")
+    if "concat" in rows:
+        print(f"  callback / prompt + label per class = {_fmt_ratio(callback.seconds / rows['concat'].seconds)}  (no target)  "
+              f"{cpu_ratio(callback, rows['concat'])}")
     if "naive" in rows:
         r = rows["naive"].seconds / callback.seconds
         print(f"  naive / callback              = {_fmt_ratio(r)}  target >= {TARGET_NAIVE_SPEEDUP:g}x: "
@@ -1047,8 +1582,8 @@ def run_methods_mode(cli, config: BenchConfig, figures, facts, command_line, loa
     print(f"  predictions: {'all methods agree' if all_agree else 'MISMATCH, see above'}")
 
     print()
-    print(f"Table ({config.examples} examples, hidden {config.hidden_size}, {config.num_layers} layers, B = {config.batch_size}, "
-          f"1 process x {cli.threads} threads, best of {config.repeats} runs):")
+    print(f"Table ({_task_title(config)}{config.examples} examples, hidden {config.hidden_size}, {config.num_layers} layers, "
+          f"B = {config.batch_size}, 1 process x {cli.threads} threads, best of {config.repeats} runs):")
     print()
     _print_table([rows[m] for m in order], callback, "seconds / callback")
     _print_contention_warning([reports[m] for m in order])
@@ -1074,7 +1609,7 @@ def write_results_json(path: Path, config: BenchConfig, facts: dict, rows: dict,
     if "naive" in rows:
         ratios["naive_vs_callback"] = {"value": rows["naive"].seconds / callback, "target": TARGET_NAIVE_SPEEDUP, "at_most": False}
     payload = {
-        "config": asdict(config), "machine": facts, "tolerance": tolerance,
+        "task": config.task, "config": asdict(config), "machine": facts, "tolerance": tolerance,
         "seconds": {key: {"best": row.seconds, "spread": row.spread, "note": row.note} for key, row in rows.items()},
         "ratios": ratios, "agreement": agreement, "all_agree": all_agree,
     }
@@ -1107,7 +1642,7 @@ def run_processes_mode(cli, config: BenchConfig, figures, facts, command_line, l
         b = r["breakdowns"][int(np.argmin(r["times"]))]
         print(f"    rank {r['rank']}: best {min(r['times']):.2f} s, forward {b['forward_s']:.2f} s in {b['forward_calls']} calls, "
               f"collate {b['collate_s']:.2f} s, peak RSS {r['peak_rss_mb']:.0f} MB")
-    equal, n_diff, max_diff, margin = check_agreement(single, multi)
+    equal, n_diff, max_diff, margin = check_agreement(single, multi, config.task)
     ok = equal and max_diff <= cli.tolerance and len(multi["index"]) == config.examples
     print()
     print(f"Agreement of {processes} processes with 1 process: argmax {'equal' if equal else f'DIFFERENT ({n_diff})'}, "
@@ -1117,8 +1652,8 @@ def run_processes_mode(cli, config: BenchConfig, figures, facts, command_line, l
           f"(speed-up {one.seconds / many.seconds:.2f}x on the same {cli.threads} cores; CPU seconds "
           f"{many.cpu_seconds:.1f} vs {one.cpu_seconds:.1f})")
     print()
-    print(f"Table ({config.examples} examples, hidden {config.hidden_size}, {config.num_layers} layers, B = {config.batch_size}, "
-          f"best of {config.repeats} runs per launch, of {2 * config.repeats} for 1 process):")
+    print(f"Table ({_task_title(config)}{config.examples} examples, hidden {config.hidden_size}, {config.num_layers} layers, "
+          f"B = {config.batch_size}, best of {config.repeats} runs per launch, of {2 * config.repeats} for 1 process):")
     print()
     _print_table([one, many], one, "seconds / 1 process")
     _print_contention_warning([single, multi])
