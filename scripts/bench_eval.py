@@ -12,7 +12,8 @@ are described under "Tasks" below).
 Methods (each in a fresh Python process, see "Memory" below):
 
 * ``callback``   what BestCheckpointCallback runs at each save: ``trainer_ext.evaluation.evaluate_model``
-                 (length-sorted batches under a token budget, DataCollatorWithPadding) + ``compute_metrics``;
+                 (length-sorted batches under a token budget,
+                 at most B rows each on the CPU, DataCollatorWithPadding) + ``compute_metrics``;
 * ``trainer``    ``Trainer.evaluate`` with a ``compute_metrics`` giving the same keys (softmax of the logits,
                  then ``trainer_ext.metrics.compute_metrics``), same ``per_device_eval_batch_size``;
 * ``loop``       a plain ``no_grad`` forward loop in dataset order, batches of B padded to their longest row;
@@ -1282,9 +1283,9 @@ def _check_task_agreement(reference: dict, other: dict, task: str) -> tuple[bool
     return (not differing.any()), int(differing.sum()), max_diff, margin
 
 
-def work_figures(lengths: np.ndarray, batch_size: int, processes: int = 1) -> dict[str, str]:
+def work_figures(lengths: np.ndarray, batch_size: int, processes: int = 1, device: str = "cpu") -> dict[str, str]:
     """Batches and padded tokens of each method's batching (what the forward passes compute over)."""
-    from trainer_ext.evaluation import assign_batches, batch_cost, plan_batches
+    from trainer_ext.evaluation import assign_batches, batch_cost, max_batch_rows, plan_batches
 
     real = int(lengths.sum())
 
@@ -1294,7 +1295,7 @@ def work_figures(lengths: np.ndarray, batch_size: int, processes: int = 1) -> di
 
     n_loop, pad_loop = fixed(np.arange(lengths.size))
     n_sorted, pad_sorted = fixed(np.argsort(-lengths, kind="stable"))
-    plan = plan_batches(lengths, batch_size)
+    plan = plan_batches(lengths, batch_size, max_rows=max_batch_rows(device, batch_size))  # as evaluate_model
     pad_plan = sum(batch_cost(b, lengths) for b in plan)
     rows = [len(b) for b in plan]
     figures = {
@@ -1455,7 +1456,7 @@ def main(argv: list[str] | None = None) -> None:
     )
     print(f"  batch size B = {config.batch_size}; {config.repeats} timed runs per method after one warm-up "
           f"({WARMUP_EXAMPLES} examples); work folder {cli.workdir}")
-    figures = work_figures(lengths, config.batch_size, cli.processes)
+    figures = work_figures(lengths, config.batch_size, cli.processes, config.device)
     if config.task == "label_words":
         figures.update(label_word_figures(cli.workdir, config, lengths, figures))
 
