@@ -196,6 +196,7 @@ class BenchConfig:
     device: str = "cpu"
     task: str = "single_label"
     label_words: str = "single"  # label_words task: "single" (one-token label texts) or "multi"
+    model_vocab: int = 0  # label_words task: the causal LM's vocabulary (0: the tokenizer's)
 
 
 # ---- command line ------------------------------------------------------------------------------
@@ -221,6 +222,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                         help="the model's head (default single_label); see Tasks in the description")
     parser.add_argument("--label-words", choices=tuple(LABEL_WORDS), default="single",
                         help="label_words task: one-token label texts (single) or 2-3 tokens (multi, KV-cache path)")
+    parser.add_argument("--model-vocab", type=int, default=0,
+                        help="label_words task: the causal LM's vocabulary size, at least the tokenizer's (ids beyond "
+                             "it are never used; real causal LMs have 32,000-150,000); default: the tokenizer's")
     parser.add_argument("--methods", default=None,
                         help="comma-separated subset of the task's methods (1-process mode; default: all of them, "
                              "single_label: callback,trainer,loop,sorted,naive); callback is always run")
@@ -256,6 +260,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         _check(not unknown, f"--methods: {sorted(unknown)} not available for --task {cli.task}; allowed: {list(allowed)}.")
         _check(cli.label_words == "single" or cli.task == "label_words",
                f"--label-words {cli.label_words} applies to --task label_words only; got --task {cli.task}.")
+        _check(cli.model_vocab == 0 or cli.task == "label_words",
+               f"--model-vocab applies to --task label_words only; got --task {cli.task}.")
     return cli
 
 
@@ -337,7 +343,7 @@ def _task_model(config: BenchConfig, tokenizer):
     from transformers import AutoConfig
 
     options: dict = dict(
-        vocab_size=len(tokenizer), hidden_size=config.hidden_size, intermediate_size=2 * config.hidden_size,
+        vocab_size=max(len(tokenizer), config.model_vocab), hidden_size=config.hidden_size, intermediate_size=2 * config.hidden_size,
         num_hidden_layers=config.num_layers, num_attention_heads=4, num_key_value_heads=4,
         max_position_embeddings=MAX_LENGTH + 8,  # label words: a 256-token prompt plus its continuation
         pad_token_id=tokenizer.pad_token_id, bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id,
@@ -437,6 +443,7 @@ def build_task_fixture(config: BenchConfig, workdir: Path) -> dict:
         "intermediate": model.config.intermediate_size,
         "lengths": lengths,
         "model_class": type(model).__name__,
+        "model_vocab": model.config.vocab_size,
         "labels": described,
     }
 
@@ -1335,6 +1342,11 @@ def label_word_figures(workdir: Path, config: BenchConfig, lengths: np.ndarray, 
     }
 
 
+def vocab_note(fixture: dict) -> str:
+    model_vocab = fixture.get("model_vocab", fixture["vocab"])
+    return "" if model_vocab == fixture["vocab"] else f"; the model's vocabulary {model_vocab:,} (--model-vocab)"
+
+
 def _task_title(config: BenchConfig) -> str:
     if config.task == "single_label":
         return ""  # today's single-label output, unchanged
@@ -1426,7 +1438,7 @@ def main(argv: list[str] | None = None) -> None:
         examples=cli.examples, hidden_size=cli.hidden_size, num_layers=cli.num_layers, vocab_size=cli.vocab_size,
         batch_size=cli.batch_size, repeats=cli.repeats, naive_examples=min(cli.naive_examples, cli.examples),
         median_length=cli.median_length, length_sigma=cli.length_sigma, seed=cli.seed, device=cli.device,
-        task=cli.task, label_words=cli.label_words,
+        task=cli.task, label_words=cli.label_words, model_vocab=cli.model_vocab,
     )
     (cli.workdir / "config.json").write_text(json.dumps(asdict(config), indent=2), encoding="utf-8")
 
@@ -1446,7 +1458,7 @@ def main(argv: list[str] | None = None) -> None:
         f"  model: {fixture.get('model_class', 'LlamaForSequenceClassification')} from config, hidden {config.hidden_size}, "
         f"{config.num_layers} layers, "
         f"{fixture['heads']} heads, intermediate {fixture['intermediate']}, vocab {fixture['vocab']} "
-        f"(WordPiece trained here), {fixture['parameters'] / 1e6:.2f} M parameters, fp32, on {config.device}"
+        f"(WordPiece trained here{vocab_note(fixture)}), {fixture['parameters'] / 1e6:.2f} M parameters, fp32, on {config.device}"
     )
     print(
         f"  held-out: {config.examples} examples, token lengths log-normal (median {config.median_length:g}, "

@@ -23,9 +23,16 @@ be built too (:meth:`LabelWords.encode_example` builds them so: the prompt's lab
 
 Cost
 ----
-One forward pass per batch of prompts (padded as the tokenizer pads, left or right: position ids are
-computed from the attention mask, so padding does not change a score). When every label text is one
-token, every class is read from the logit row of the prompt's last token. A class of ``L > 1`` tokens
+One forward pass per batch of prompts. The task's collator pads prompts on the left, as generation
+does (any padding scores the same: position ids are computed from the attention mask), so that every
+prompt ends in the batch's last position and only that position is projected onto the vocabulary (the
+model's ``logits_to_keep=1``, when its forward takes it; a batch padded otherwise, by a
+``data_collator`` of the user's, keeps the last positions down to its shortest prompt's end). The full
+``[batch, tokens, vocabulary]`` logits cost more than the whole model for a real vocabulary: hidden 256,
+4 layers, a vocabulary of 32,000 took 3.6x the time of a loop keeping the last position only
+(``scripts/bench_eval.py --task label_words --model-vocab 32000``), and at B = 32 and 256 tokens they
+are 1 GiB per batch. When every label text is one token, every class is read from the logit row of the
+prompt's last token. A class of ``L > 1`` tokens
 adds one forward of its ``L - 1`` continuation tokens per batch, on a copy of the prompt's KV cache (the
 number of passes is the same for every batch, as FSDP and ZeRO-3 need).
 """
@@ -78,7 +85,6 @@ class LabelWords(SingleLabel):
         self.prompt_column = prompt_column
         self.label_token_ids: list[list[int]] | None = None  # set by bind_tokenizer
         self._special_ids: set[int] = set()
-        self._padding_side = "right"
 
     def __eq__(self, other: object) -> bool:
         return type(other) is type(self) and other.label_words == self.label_words  # type: ignore[attr-defined]
@@ -114,7 +120,6 @@ class LabelWords(SingleLabel):
             seen[tuple(t)] = name
         self.label_token_ids = ids
         self._special_ids = set(getattr(tokenizer, "all_special_ids", []) or [])
-        self._padding_side = getattr(tokenizer, "padding_side", "right") or "right"
 
     def prompt_ids(self, tokenizer: Any, prompt: str) -> list[int]:
         """The prompt's ids: special tokens as the tokenizer adds them, trailing special tokens
@@ -159,7 +164,8 @@ class LabelWords(SingleLabel):
         )
 
     def collate(self, features: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
-        """Pad prompt ids to the longest (on the tokenizer's padding side; pad id 0, masked)."""
+        """Pad prompt ids to the longest on the left (pad id 0, masked): every prompt then ends in the last
+        position, the only one whose logits are computed (see Cost in the module docstring)."""
         import torch
 
         longest = max(len(f["input_ids"]) for f in features)
@@ -167,7 +173,7 @@ class LabelWords(SingleLabel):
         mask = torch.zeros((len(features), longest), dtype=torch.long)
         for i, f in enumerate(features):
             n = len(f["input_ids"])
-            span = slice(longest - n, longest) if self._padding_side == "left" else slice(0, n)
+            span = slice(longest - n, longest)
             ids[i, span] = torch.as_tensor(list(f["input_ids"]), dtype=torch.long)
             mask[i, span] = 1
         return {"input_ids": ids, "attention_mask": mask}
@@ -187,10 +193,12 @@ class LabelWords(SingleLabel):
         last = (mask * torch.arange(ids.shape[1], device=ids.device)).argmax(-1)  # the last real token, any padding
         lengths = mask.sum(-1)
         multi_token = any(len(t) > 1 for t in self.label_token_ids)
-        output = model(input_ids=ids, attention_mask=mask, position_ids=positions, use_cache=multi_token)
+        keep = {"logits_to_keep": int(ids.shape[1] - last.min())} if _keeps_logits(model) else {}
+        output = model(input_ids=ids, attention_mask=mask, position_ids=positions, use_cache=multi_token, **keep)
         logits = self._causal_logits(model, output, ids)
         rows = torch.arange(ids.shape[0], device=ids.device)
-        first = torch.log_softmax(logits[rows, last].float(), dim=-1)
+        kept_from = ids.shape[1] - logits.shape[1]  # the logits are those of the last positions
+        first = torch.log_softmax(logits[rows, last - kept_from].float(), dim=-1)
         scores = first[:, [t[0] for t in self.label_token_ids]].clone()
         if not multi_token:
             return scores
@@ -231,6 +239,15 @@ class LabelWords(SingleLabel):
                 f"is processing_class the model's tokenizer?"
             )
         return logits
+
+
+def _keeps_logits(model: Any) -> bool:
+    """Does ``model.forward`` (the base model's under PEFT) take ``logits_to_keep``? An int there keeps the
+    logits of that many last positions, in every transformers release this package supports (4.50+)."""
+    from ..evaluation import _forward_parameters  # evaluation imports the tasks: imported when called
+
+    parameters = _forward_parameters(model)
+    return parameters is not None and "logits_to_keep" in parameters
 
 
 def _prompt_cache(model: Any, output: Any) -> tuple[Any, str]:
