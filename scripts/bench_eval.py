@@ -99,6 +99,8 @@ by batch shape differ in rounding, so gpu_check passes 1e-4).
 
 The default run took 160-180 s on an idle 2-core machine (Trainer.evaluate and the dataset-order loop are
 the slow methods; ``--threads 1`` about 5 minutes), and up to 10 minutes while other processes loaded it.
+``--task <t> --threads 1`` (every method of the task, 2 runs each) took 210-310 s here; the floor's figure
+alone, ``--task <t> --threads 1 --methods callback,sorted --repeats 4 --pin-malloc``, 145-235 s.
 The work folder (checkpoint, held-out ids, worker logs) is a temporary folder removed after a successful
 run, unless ``--workdir`` names one.
 
