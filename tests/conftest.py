@@ -46,6 +46,7 @@ SLOW = (
     "tests/integration/test_label_words_training.py",
     "tests/integration/test_tasks_training.py",
     "tests/integration/test_run_control.py",
+    "tests/reliability/test_bench_eval_tasks.py",
 )
 REPO_ROOT = Path(__file__).resolve().parents[1]
 

@@ -86,7 +86,11 @@ def test_lora_adapter_best_is_active_at_the_end(data, tmp_path, trainer_loads):
     assert (output.predictions == output.labels).mean() == pytest.approx(record["metrics"]["accuracy"])
 
 
-def test_bf16_evaluation_is_recorded_and_metrics_come_from_float32(data, tmp_path):
+def test_bf16_evaluation_is_recorded_and_metrics_come_from_float32(data, tmp_path, monkeypatch):
+    # transformers 4.50's TrainingArguments(bf16=True) sets os.environ["ACCELERATE_MIXED_PRECISION"] =
+    # "bf16", and every later Trainer of this test process would then train under bf16 autocast (a later
+    # test compared such a run with a float32 reload and failed). monkeypatch restores the variable.
+    monkeypatch.setenv("ACCELERATE_MIXED_PRECISION", "no")
     callback = BestCheckpointCallback(data["flipped"], "accuracy")
     trainer = Trainer(
         model=tiny_llama_classifier(data["tokenizer"], seed=0), args=_args(tmp_path, bf16=True, num_train_epochs=1),

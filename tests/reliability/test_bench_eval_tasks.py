@@ -1,8 +1,7 @@
 """``scripts/bench_eval.py --quick --task <t>`` for each task beyond single-label, at the smallest sizes, as a
 user runs it: every method's row is printed, every method agrees with the callback, and the callback /
 length-sorted ratio is printed against its 1.1x target (met or not: the figure is measured, not asserted; the
-README's figures come from the full runs). Each run starts one worker process per method; at these sizes
-the five take about a minute together, so they stay in the default tier."""
+README's figures come from the full runs). Slow tier (about 150 s): each run starts one worker process per method."""
 
 from __future__ import annotations
 
